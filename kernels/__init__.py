@@ -1,0 +1,14 @@
+"""Pure compute for nonequil: Numba CPU kernels, numba.cuda kernels and the Philox RNG.
+
+Nothing here does I/O, prints, keeps global mutable state or calls ``np.random``.
+
+Numba's on-disk cache does not notice edits to a function that lives in another file
+(the cached kernel inlines it).  Before Numba is imported we therefore point
+``NUMBA_CACHE_DIR`` at a directory keyed on a hash of every kernel source file, unless
+the user has set it.  If no writable location exists (a read-only install and a
+read-only home), caching is disabled instead of failing; ``kernels._target.CACHE_NOTE``
+says which case applies so that the CLI can report it.
+"""
+from ._cachedir import configure_cache as _configure_cache
+
+_configure_cache()

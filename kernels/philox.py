@@ -1,0 +1,228 @@
+r"""Philox4x32-10 counter-based noise, written once for the CPU (njit) and the GPU (cuda).
+
+Reference: J. K. Salmon, M. A. Moraes, R. O. Dror, D. E. Shaw, "Parallel random numbers:
+as easy as 1, 2, 3", SC'11 (Random123).  The round function and constants are those of
+Random123's ``philox4x32_R(10, ctr, key)``.
+
+Counter layout
+--------------
+Every random word in nonequil is a pure function of five integers::
+
+    key     = (seed & 0xffffffff, seed >> 32)          seed: 0 <= seed < 2**64
+    counter = (walker, step, block, purpose)            each 0 <= . < 2**32
+
+* ``walker``  absolute walker (or sample / row) index, never relative to a chunk or shard;
+* ``step``    absolute time-step index (the noise used to go from step n to n+1 has step=n);
+* ``block``   which group of four words for this (walker, step): coordinate ``d`` of a
+              float64 normal vector uses ``block = d // 2`` and the cos (d even) or sin (d odd)
+              half of the Box-Muller pair;
+* ``purpose`` a stream identifier (constants ``PURPOSE_*`` below), so that different uses of
+              the same (walker, step) never share words.
+
+One call gives four 32-bit words (w0, w1, w2, w3).  Float64 uniforms take 53 bits from two
+words: ``n = (w_hi >> 6) * 2**27 + (w_lo >> 5)`` and ``u = (n + 1) * 2**-53`` in (0, 1], never 0,
+so ``log(u)`` is always finite.  The Box-Muller pair uses u1 = (w0, w1) and u2 = (w2, w3):
+``z0 = sqrt(-2 log u1) cos(2 pi u2)``, ``z1 = sqrt(-2 log u1) sin(2 pi u2)``.  The smallest
+u1 is 2**-53, so float64 normals are truncated at sqrt(106 ln 2) ~ 8.57 sigma (a tail mass of
+~1e-17).  Float32 runs draw the same float64 normals and round them, so their noise is the
+float64 noise rounded, not a separate 24-bit stream.
+
+All integer arithmetic is done on typed ``uint64`` values holding 32-bit quantities and is
+masked back to 32 bits.  Under NUMBA_ENABLE_CUDASIM the device functions run as Python on
+NumPy scalars, and with NumPy 2's promotion rules a ``uint32 * int`` product would wrap where
+njit widens it; keeping every operand ``uint64`` makes both targets agree.
+
+``log`` and ``sin``/``cos`` are branch-free polynomials on exactly representable reduced
+arguments, so that LLVM can vectorise the CPU kernels across walkers (llvmlite has no vector
+math library) and the GPU computes the same expressions.
+"""
+import math
+
+import numpy as np
+
+from ._target import scalar
+
+# ---- constants (typed uint64 so that njit and the CUDA simulator agree) --------------
+MASK32 = np.uint64(0xFFFFFFFF)
+PHILOX_M0 = np.uint64(0xD2511F53)
+PHILOX_M1 = np.uint64(0xCD9E8D57)
+PHILOX_W0 = np.uint64(0x9E3779B9)
+PHILOX_W1 = np.uint64(0xBB67AE85)
+U0 = np.uint64(0)
+U1 = np.uint64(1)
+U2 = np.uint64(2)
+U4 = np.uint64(4)
+U5 = np.uint64(5)
+U6 = np.uint64(6)
+U8 = np.uint64(8)
+U16 = np.uint64(16)
+U27 = np.uint64(27)
+U32 = np.uint64(32)
+U52 = np.uint64(52)
+
+# purposes: the fourth counter word
+PURPOSE_NOISE = 1        # position noise (OU, overdamped Langevin, forward chains)
+PURPOSE_VNOISE = 2       # velocity noise (underdamped O-step)
+PURPOSE_BRIDGE = 3       # uniforms for the Brownian-bridge crossing test
+PURPOSE_INIT = 4         # initial states drawn by nonequil (e.g. --x0 boltzmann)
+PURPOSE_VINIT = 5        # initial Maxwell-Boltzmann velocities
+PURPOSE_DATASET = 16     # dataset generators use 16..31
+PURPOSE_TRAIN = 32       # training (batches, times, noise) uses 32..47
+PURPOSE_SAMPLE = 48      # reverse samplers use 48..63
+
+TWO_M52 = 2.0 ** -52
+TWO_M53 = 2.0 ** -53
+LN2_HI = 6.93147180369123816490e-01   # fdlibm split of ln 2
+LN2_LO = 1.90821492927058770002e-10
+SQRT2 = 1.4142135623730951
+HALF_PI = 1.5707963267948966
+
+
+@scalar
+def philox4x32_10(c0, c1, c2, c3, k0, k1):
+    """Philox4x32 with 10 rounds. All arguments uint64 holding 32-bit values."""
+    for _ in range(10):
+        p0 = PHILOX_M0 * c0
+        p1 = PHILOX_M1 * c2
+        n0 = ((p1 >> U32) ^ c1 ^ k0) & MASK32
+        n1 = p1 & MASK32
+        n2 = ((p0 >> U32) ^ c3 ^ k1) & MASK32
+        n3 = p0 & MASK32
+        c0 = n0
+        c1 = n1
+        c2 = n2
+        c3 = n3
+        k0 = (k0 + PHILOX_W0) & MASK32
+        k1 = (k1 + PHILOX_W1) & MASK32
+    return c0, c1, c2, c3
+
+
+@scalar
+def philox_words(seed, purpose, walker, step, block):
+    """The four words for (seed, purpose, walker, step, block); all uint64 arguments."""
+    return philox4x32_10(walker & MASK32, step & MASK32, block & MASK32, purpose & MASK32,
+                         seed & MASK32, (seed >> U32) & MASK32)
+
+
+@scalar
+def bits53(hi, lo):
+    """53-bit integer n+1 in [1, 2**53] from two 32-bit words (uint64)."""
+    return (((hi >> U6) << U27) | (lo >> U5)) + U1
+
+
+@scalar
+def uniform53(hi, lo):
+    """Float64 uniform in (0, 1] from two 32-bit words."""
+    return float(bits53(hi, lo)) * TWO_M53
+
+
+@scalar
+def log_uniform53(hi, lo):
+    """log(uniform53(hi, lo)), branch-free and accurate to a few ulp.
+
+    The argument is the integer m = n + 1 in [1, 2**53]; its binary exponent is found by a
+    branch-free binary search, the mantissa f in [sqrt(1/2), sqrt 2) by an integer shift, and
+    log f by the atanh series 2 s (1 + s^2/3 + ... + s^20/21), s = (f-1)/(f+1), |s| <= 0.1716.
+    """
+    m = bits53(hi, lo)
+    e = U0
+    if (m >> (e + U32)) != U0:
+        e = e + U32
+    if (m >> (e + U16)) != U0:
+        e = e + U16
+    if (m >> (e + U8)) != U0:
+        e = e + U8
+    if (m >> (e + U4)) != U0:
+        e = e + U4
+    if (m >> (e + U2)) != U0:
+        e = e + U2
+    if (m >> (e + U1)) != U0:
+        e = e + U1
+    f = float(m << (U52 - e)) * TWO_M52          # in [1, 2)
+    ef = float(e) - 53.0
+    if f > SQRT2:
+        f = f * 0.5
+        ef = ef + 1.0
+    s = (f - 1.0) / (f + 1.0)
+    z = s * s
+    p = 1.0 / 21.0
+    p = p * z + 1.0 / 19.0
+    p = p * z + 1.0 / 17.0
+    p = p * z + 1.0 / 15.0
+    p = p * z + 1.0 / 13.0
+    p = p * z + 1.0 / 11.0
+    p = p * z + 1.0 / 9.0
+    p = p * z + 1.0 / 7.0
+    p = p * z + 1.0 / 5.0
+    p = p * z + 1.0 / 3.0
+    p = p * z + 1.0
+    return ef * LN2_HI + (ef * LN2_LO + 2.0 * s * p)
+
+
+@scalar
+def sincos_turns(u):
+    """(sin(2 pi u), cos(2 pi u)) for u in [0, 1], branch-free.
+
+    Reduction is exact: q = 4u, k = round(q), f = q - k in [-1/2, 1/2], r = f pi/2.  Taylor
+    series to r^17 (sin) and r^18 (cos) are accurate to ~1e-16 on |r| <= pi/4; the quadrant
+    k mod 4 rotates (sin r, cos r).
+    """
+    q = 4.0 * u
+    k = math.floor(q + 0.5)
+    r = (q - k) * HALF_PI
+    z = r * r
+    sp = 1.0 / 355687428096000.0
+    sp = sp * z - 1.0 / 1307674368000.0
+    sp = sp * z + 1.0 / 6227020800.0
+    sp = sp * z - 1.0 / 39916800.0
+    sp = sp * z + 1.0 / 362880.0
+    sp = sp * z - 1.0 / 5040.0
+    sp = sp * z + 1.0 / 120.0
+    sp = sp * z - 1.0 / 6.0
+    sp = sp * z + 1.0
+    sr = r * sp
+    cp = 1.0 / 6402373705728000.0
+    cp = cp * z - 1.0 / 20922789888000.0
+    cp = cp * z + 1.0 / 87178291200.0
+    cp = cp * z - 1.0 / 479001600.0
+    cp = cp * z + 1.0 / 3628800.0
+    cp = cp * z - 1.0 / 40320.0
+    cp = cp * z + 1.0 / 720.0
+    cp = cp * z - 1.0 / 24.0
+    cp = cp * z + 0.5
+    cr = 1.0 - z * cp
+    quad = k & 3
+    s = sr
+    c = cr
+    if quad == 1:
+        s = cr
+        c = -sr
+    if quad == 2:
+        s = -sr
+        c = -cr
+    if quad == 3:
+        s = -cr
+        c = sr
+    return s, c
+
+
+@scalar
+def box_muller(w0, w1, w2, w3):
+    """Two standard normals from four 32-bit words (float64)."""
+    rad = math.sqrt(-2.0 * log_uniform53(w0, w1))
+    s, c = sincos_turns(uniform53(w2, w3))
+    return rad * c, rad * s
+
+
+@scalar
+def normal_pair(seed, purpose, walker, step, block):
+    """Two independent N(0,1) float64 draws for (seed, purpose, walker, step, block)."""
+    w0, w1, w2, w3 = philox_words(seed, purpose, walker, step, block)
+    return box_muller(w0, w1, w2, w3)
+
+
+@scalar
+def uniform_pair(seed, purpose, walker, step, block):
+    """Two independent U(0,1] float64 draws for (seed, purpose, walker, step, block)."""
+    w0, w1, w2, w3 = philox_words(seed, purpose, walker, step, block)
+    return uniform53(w0, w1), uniform53(w2, w3)

@@ -1,0 +1,42 @@
+"""nonequil: Langevin/OU diffusion chains on Numba CPU and CUDA kernels, checked against
+exact thermodynamics.
+
+The public API is re-exported lazily (module-level ``__getattr__``) so that
+``import nonequil`` and ``nonequil --help`` stay fast: nothing heavy (numba, scipy, h5py)
+is imported until an attribute that needs it is used.
+"""
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    # simulation
+    "simulate": ("nonequil.simulate", "simulate"),
+    "SimulationConfig": ("nonequil.simulate", "SimulationConfig"),
+    "PROCESSES": ("nonequil.processes", "PROCESSES"),
+    "POTENTIALS": ("nonequil.potentials", "POTENTIALS"),
+    "InputError": ("nonequil.errors", "InputError"),
+    # storage
+    "read_samples": ("nonequil.store", "read_samples"),
+    "describe": ("nonequil.store", "describe"),
+    # analytic thermodynamics and metrics (modules)
+    "analytic": ("nonequil.analytic", None),
+    "metrics": ("nonequil.metrics", None),
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+    try:
+        module_name, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'nonequil' has no attribute {name!r}") from None
+    import importlib
+
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
