@@ -22,13 +22,20 @@ _REGISTRY = {}      # name -> plain Python function
 _CUDA_NS = None     # name -> cuda device function (built lazily)
 
 
-def scalar(fn):
-    """Register ``fn`` as a scalar device function and return its CPU (njit) version."""
-    name = fn.__name__
-    if name in _REGISTRY and _REGISTRY[name].__module__ != fn.__module__:
-        raise RuntimeError(f"scalar name {name!r} registered twice")
-    _REGISTRY[name] = fn
-    return njit(**_OPTS)(fn)
+def scalar(fn=None, *, inline=True):
+    """Register ``fn`` as a scalar device function and return its CPU (njit) version.
+
+    Small functions are inlined at the Numba IR level (``inline="always"``): LLVM does not
+    inline across separately compiled Numba functions reliably, and a call left in a lane
+    loop stops it from vectorising.  Large per-walker bodies pass ``inline=False``.
+    """
+    def register(f):
+        name = f.__name__
+        if name in _REGISTRY and _REGISTRY[name].__module__ != f.__module__:
+            raise RuntimeError(f"scalar name {name!r} registered twice")
+        _REGISTRY[name] = f
+        return njit(inline="always" if inline else "never", **_OPTS)(f)
+    return register if fn is None else register(fn)
 
 
 def cpu_kernel(fn=None, *, parallel=False):

@@ -12,12 +12,21 @@ Every random word in nonequil is a pure function of five integers::
     counter = (walker, step, block, purpose)            each 0 <= . < 2**32
 
 * ``walker``  absolute walker (or sample / row) index, never relative to a chunk or shard;
-* ``step``    absolute time-step index (the noise used to go from step n to n+1 has step=n);
-* ``block``   which group of four words for this (walker, step): coordinate ``d`` of a
-              float64 normal vector uses ``block = d // 2`` and the cos (d even) or sin (d odd)
-              half of the Box-Muller pair;
+* ``step``, ``block``  two free 32-bit words whose meaning each stream documents;
 * ``purpose`` a stream identifier (constants ``PURPOSE_*`` below), so that different uses of
-              the same (walker, step) never share words.
+              the same walker never share words.
+
+Normal streams (``normal_j``).  The Gaussian noise of one walker under one purpose is a single
+sequence z_0, z_1, ...  The normal used by coordinate ``d`` of a D-dimensional state in the
+step from n to n+1 is element ``j = n*D + d``.  Element j is the cos (j even) or sin (j odd)
+half of the Box-Muller pair computed from the counter
+``(walker, q & 0xffffffff, q >> 32, purpose)`` with ``q = j >> 1``.  Both halves of every
+Philox call are used (for D = 1, steps 2m and 2m+1 share one call), and a normal depends only
+on (seed, purpose, walker, n, d): never on chunks, threads, devices or the other walkers.
+
+Uniform streams use ``(walker, step, block, purpose)`` literally: for example the
+Brownian-bridge uniform of the step from n to n+1 is word pair (w0, w1) of
+``(walker, n, 0, PURPOSE_BRIDGE)``.
 
 One call gives four 32-bit words (w0, w1, w2, w3).  Float64 uniforms take 53 bits from two
 words: ``n = (w_hi >> 6) * 2**27 + (w_lo >> 5)`` and ``u = (n + 1) * 2**-53`` in (0, 1], never 0,
@@ -192,17 +201,14 @@ def sincos_turns(u):
     cp = cp * z + 0.5
     cr = 1.0 - z * cp
     quad = k & 3
-    s = sr
-    c = cr
-    if quad == 1:
-        s = cr
-        c = -sr
-    if quad == 2:
-        s = -sr
-        c = -cr
-    if quad == 3:
-        s = -cr
-        c = sr
+    # branch-free quadrant rotation (selects by exact 0/1 weights, signs by exact +-1):
+    # quad 0: (sr, cr)  1: (cr, -sr)  2: (-sr, -cr)  3: (-cr, sr)
+    odd = float(quad & 1)
+    even = 1.0 - odd
+    sgn_s = 1.0 - 2.0 * float(quad >> 1)
+    sgn_c = 1.0 - 2.0 * float((quad ^ (quad >> 1)) & 1)
+    s = sgn_s * (sr * even + cr * odd)
+    c = sgn_c * (cr * even + sr * odd)
     return s, c
 
 
@@ -226,3 +232,13 @@ def uniform_pair(seed, purpose, walker, step, block):
     """Two independent U(0,1] float64 draws for (seed, purpose, walker, step, block)."""
     w0, w1, w2, w3 = philox_words(seed, purpose, walker, step, block)
     return uniform53(w0, w1), uniform53(w2, w3)
+
+
+@scalar
+def normal_j(seed, purpose, walker, j):
+    """Element j (uint64) of the normal stream of (seed, purpose, walker): see the layout."""
+    q = j >> U1
+    z0, z1 = normal_pair(seed, purpose, walker, q & MASK32, q >> U32)
+    if (j & U1) == U0:
+        return z0
+    return z1

@@ -1,0 +1,288 @@
+r"""Langevin and Ornstein-Uhlenbeck kernels (CPU); the per-walker maths is shared with the GPU.
+
+Processes (one walker, D coordinates, step n -> n+1, dt, noise z from the normal stream):
+
+* ``ou_lanes``: OU ``dx = theta (mu - x) dt + sigma dW`` in any D (independent coordinates).
+  Both methods are the affine map ``x <- A x + B + C z``:
+    exact  A = exp(-theta dt), B = mu (1 - A), C = sigma sqrt((1 - A^2) / (2 theta))
+    em     A = 1 - theta dt,  B = theta mu dt, C = sigma sqrt(dt)
+  Walkers run in lanes of ``LANES`` innermost, inside a ``prange`` over lane blocks aligned
+  on the absolute walker index (padding lanes are computed and discarded), so that LLVM
+  vectorises Philox, Box-Muller and the update across walkers.
+
+* ``walker_run`` (overdamped / underdamped Langevin, one walker, plain scalar code that the
+  CPU kernel ``langevin_run`` calls inside a ``prange`` over walkers and the CUDA kernel calls
+  from one thread per walker).  Potential parameters follow a linear protocol
+  ``lambda_n = p0 + (p1 - p0) n / total``.  Step n -> n+1 is
+    1. switch: ``W += U(x_n; lambda_{n+1}) - U(x_n; lambda_n)`` (work done on the system);
+    2. move at fixed lambda_{n+1}:
+       kind 0  Euler-Maruyama  x += -grad U dt/gamma + sqrt(2 kT dt/gamma) z
+       kind 1  exact OU step for the harmonic trap (pid 0): with a = exp(-k dt/gamma),
+               x_0 <- c + (x_0 - c) a + sqrt(kT/k (1 - a^2)) z, x_d <- x_d a + ... (d>0).
+               The chain preserves each Boltzmann law exactly, so Jarzynski holds exactly.
+       kind 2  BAOAB: B (v -= dt/2 grad U/m), A (x += dt/2 v),
+               O (v <- c1 v + sqrt(kT/m (1 - c1^2)) xi, c1 = exp(-gamma dt)), A, B.
+    3. heat: overdamped ``Q += U(x_{n+1}; l_{n+1}) - U(x_n; l_{n+1})``; underdamped the
+       kinetic-energy change of the O-step (Sivak, Chodera & Crooks 2013).  For BAOAB the
+       rest of the energy change is the integrator's shadow work.
+  Absorption (``ab_dim >= 0``): the walker is absorbed at the first step whose end point
+  satisfies ``ab_sign * (x[ab_dim] - ab_level) >= 0``, or (overdamped kinds) whose
+  Brownian bridge crossed the level in between: with distances d0, d1 > 0 of both ends from
+  the level, the bridge crosses with probability ``exp(-d0 d1 gamma / (kT dt))`` (the free
+  Brownian bridge of diffusion constant kT/gamma), tested against the uniform of
+  ``(walker, n, 0, PURPOSE_BRIDGE)``.  The first-passage time stored is ``(n+1) dt`` and the
+  walker is frozen from then on.  A non-finite state stops the walker and records the step
+  in ``blow[i]``.
+"""
+import math
+
+import numpy as np
+from numba import prange as numba_prange
+
+from ._target import cpu_kernel, scalar
+from .philox import PURPOSE_BRIDGE, PURPOSE_NOISE, PURPOSE_VNOISE, normal_j, normal_pair, uniform_pair
+from .potentials import energy_grad
+
+LANES = 16
+U_NOISE = np.uint64(PURPOSE_NOISE)
+U_VNOISE = np.uint64(PURPOSE_VNOISE)
+U_BRIDGE = np.uint64(PURPOSE_BRIDGE)
+U_ZERO = np.uint64(0)
+U_ONE = np.uint64(1)
+U_SHIFT = np.uint64(32)
+U_MASK = np.uint64(0xFFFFFFFF)
+
+EM = 0
+EXACT_HARMONIC = 1
+BAOAB = 2
+
+
+@cpu_kernel(parallel=True)
+def ou_lanes(seed, first_walker, step0, nsteps, A, B, C, x, rec_steps, rec_x):
+    """Advance OU walkers x[M, D] from step0 by nsteps; frames at rec_steps go to rec_x."""
+    M, D = x.shape
+    wb0 = (first_walker // LANES) * LANES
+    nblk = (first_walker + M - wb0 + LANES - 1) // LANES
+    R = rec_steps.shape[0]
+    useed = np.uint64(seed)
+    for blk in numba_prange(nblk):
+        base = wb0 + blk * LANES
+        xs = np.zeros((D, LANES), dtype=x.dtype)
+        zc = np.empty(LANES, dtype=np.float64)
+        zs = np.empty(LANES, dtype=np.float64)
+        for l in range(LANES):
+            i = base + l - first_walker
+            if i >= 0 and i < M:
+                for d in range(D):
+                    xs[d, l] = x[i, d]
+        r = 0
+        for n in range(step0, step0 + nsteps):
+            for d in range(D):
+                j = n * D + d
+                if (j & 1) == 0 or j == step0 * D:
+                    q = np.uint64(j >> 1)
+                    qlo = q & U_MASK
+                    qhi = q >> U_SHIFT
+                    for l in range(LANES):
+                        a, b = normal_pair(useed, U_NOISE, np.uint64(base + l), qlo, qhi)
+                        zc[l] = a
+                        zs[l] = b
+                if (j & 1) == 0:
+                    for l in range(LANES):
+                        xs[d, l] = A * xs[d, l] + B + C * zc[l]
+                else:
+                    for l in range(LANES):
+                        xs[d, l] = A * xs[d, l] + B + C * zs[l]
+            if r < R and rec_steps[r] == n + 1:
+                for l in range(LANES):
+                    i = base + l - first_walker
+                    if i >= 0 and i < M:
+                        for d in range(D):
+                            rec_x[r, i, d] = xs[d, l]
+                r += 1
+        for l in range(LANES):
+            i = base + l - first_walker
+            if i >= 0 and i < M:
+                for d in range(D):
+                    x[i, d] = xs[d, l]
+
+
+@scalar
+def lam_params(out, p0, p1, n, total):
+    """out = p0 + (p1 - p0) * n / total (the linear protocol at step n)."""
+    f = float(n) / float(total)
+    for k in range(p0.shape[0]):
+        out[k] = p0[k] + (p1[k] - p0[k]) * f
+
+
+@scalar(inline=False)
+def walker_run(i, kind, pid, D, seed, first_walker, step0, nsteps, total, dt, kT, gamma, mass,
+               p0, p1, proto, x, v, work, heat, fpt, ab_dim, ab_sign, ab_level,
+               rec_steps, rec_x, rec_v, rec_e, rec_w, rec_q, rec_f, blow,
+               xl, vl, g, pa, pb):
+    """Advance walker i (absolute index first_walker + i); see the module docstring."""
+    w = np.uint64(first_walker + i)
+    useed = np.uint64(seed)
+    R = rec_steps.shape[0]
+    for d in range(D):
+        xl[d] = x[i, d]
+        if kind == 2:
+            vl[d] = v[i, d]
+    W = work[i]
+    Q = heat[i]
+    F = fpt[i]
+    frozen = (F == F) or blow[i] >= 0
+    if proto:
+        lam_params(pa, p0, p1, step0, total)
+    else:
+        for k in range(p0.shape[0]):
+            pa[k] = p0[k]
+            pb[k] = p0[k]
+    U_prev = energy_grad(pid, xl, D, pa, g)
+    sq_em = math.sqrt(2.0 * kT * dt / gamma)
+    c1 = math.exp(-gamma * dt)
+    sq_o = math.sqrt(kT / mass * (1.0 - c1 * c1))
+    r = 0
+    while r < R and rec_steps[r] <= step0:
+        r += 1
+    for n in range(step0, step0 + nsteps):
+        if not frozen:
+            if proto:
+                lam_params(pb, p0, p1, n + 1, total)
+                U_a = energy_grad(pid, xl, D, pb, g)
+                W += U_a - U_prev
+            else:
+                U_a = U_prev
+            x_ab = 0.0
+            if ab_dim >= 0:
+                x_ab = xl[ab_dim]
+            jn = np.uint64(n * D)
+            if kind == 0:
+                for d in range(D):
+                    z = normal_j(useed, U_NOISE, w, jn + np.uint64(d))
+                    xl[d] = xl[d] - g[d] * dt / gamma + sq_em * z
+            elif kind == 1:
+                kk = pb[0]
+                a = math.exp(-kk * dt / gamma)
+                sd = math.sqrt(kT / kk * (1.0 - a * a))
+                for d in range(D):
+                    z = normal_j(useed, U_NOISE, w, jn + np.uint64(d))
+                    c = 0.0
+                    if d == 0:
+                        c = pb[1]
+                    xl[d] = c + (xl[d] - c) * a + sd * z
+            else:
+                for d in range(D):
+                    vl[d] = vl[d] - 0.5 * dt * g[d] / mass
+                    xl[d] = xl[d] + 0.5 * dt * vl[d]
+                ke = 0.0
+                for d in range(D):
+                    ke -= vl[d] * vl[d]
+                    xi = normal_j(useed, U_VNOISE, w, jn + np.uint64(d))
+                    vl[d] = c1 * vl[d] + sq_o * xi
+                    ke += vl[d] * vl[d]
+                    xl[d] = xl[d] + 0.5 * dt * vl[d]
+                Q += 0.5 * mass * ke
+            U_b = energy_grad(pid, xl, D, pb, g)
+            if kind == 2:
+                for d in range(D):
+                    vl[d] = vl[d] - 0.5 * dt * g[d] / mass
+            else:
+                Q += U_b - U_a
+            U_prev = U_b
+            ok = math.isfinite(U_b)
+            for d in range(D):
+                if not math.isfinite(xl[d]):
+                    ok = False
+                if kind == 2 and not math.isfinite(vl[d]):
+                    ok = False
+            if not ok:
+                blow[i] = n + 1
+                frozen = True
+                break
+            if ab_dim >= 0:
+                d1 = ab_sign * (ab_level - xl[ab_dim])
+                if d1 <= 0.0:
+                    F = (n + 1) * dt
+                    frozen = True
+                elif kind != 2:
+                    d0 = ab_sign * (ab_level - x_ab)
+                    u, u2 = uniform_pair(useed, U_BRIDGE, w, np.uint64(n), U_ZERO)
+                    if u < math.exp(-d0 * d1 * gamma / (kT * dt)):
+                        F = (n + 1) * dt
+                        frozen = True
+            for k in range(p0.shape[0]):
+                pa[k] = pb[k]
+        if r < R and rec_steps[r] == n + 1:
+            for d in range(D):
+                rec_x[r, i, d] = xl[d]
+                if kind == 2:
+                    rec_v[r, i, d] = vl[d]
+            rec_e[r, i] = U_prev
+            rec_w[r, i] = W
+            rec_q[r, i] = Q
+            rec_f[r, i] = F
+            r += 1
+    if blow[i] < 0:
+        for d in range(D):
+            x[i, d] = xl[d]
+            if kind == 2:
+                v[i, d] = vl[d]
+        work[i] = W
+        heat[i] = Q
+        fpt[i] = F
+
+
+@cpu_kernel(parallel=True)
+def langevin_run(kind, pid, D, seed, first_walker, step0, nsteps, total, dt, kT, gamma, mass,
+                 p0, p1, proto, x, v, work, heat, fpt, ab_dim, ab_sign, ab_level,
+                 rec_steps, rec_x, rec_v, rec_e, rec_w, rec_q, rec_f, blow):
+    """prange over walkers of ``walker_run`` (arguments as there; blow[i] = -1 if fine)."""
+    M = x.shape[0]
+    P = p0.shape[0]
+    for i in numba_prange(M):
+        xl = np.empty(D, dtype=np.float64)
+        vl = np.empty(D, dtype=np.float64)
+        g = np.empty(D, dtype=np.float64)
+        pa = np.empty(P, dtype=np.float64)
+        pb = np.empty(P, dtype=np.float64)
+        walker_run(i, kind, pid, D, seed, first_walker, step0, nsteps, total, dt, kT, gamma,
+                   mass, p0, p1, proto, x, v, work, heat, fpt, ab_dim, ab_sign, ab_level,
+                   rec_steps, rec_x, rec_v, rec_e, rec_w, rec_q, rec_f, blow,
+                   xl, vl, g, pa, pb)
+
+
+@cpu_kernel(parallel=True)
+def energies(pid, D, p, x, out):
+    """out[i] = U(x[i]; p) for every walker (frame 0 of a trajectory)."""
+    for i in numba_prange(x.shape[0]):
+        g = np.empty(D, dtype=np.float64)
+        xl = np.empty(D, dtype=np.float64)
+        for d in range(D):
+            xl[d] = x[i, d]
+        out[i] = energy_grad(pid, xl, D, p, g)
+
+
+def user_kernels(user_energy_grad):
+    """Uncached (``langevin_run``, ``energies``) whose potential is the user's function.
+
+    ``user_energy_grad(x, p, g) -> U`` must be a ``numba.njit`` function: it receives the
+    walker's position ``x`` (float64[D]) and the parameter vector ``p`` (float64[P]), writes
+    grad U into ``g`` and returns U (in units of kT).  Numba's on-disk cache cannot hold
+    kernels built around a user function, so these compile in every process.
+    """
+    from numba import njit
+
+    from ._target import cpu_uncached, retarget
+
+    ueg = user_energy_grad
+
+    @njit
+    def pot(pid, x, D, p, g):
+        return ueg(x, p, g)
+
+    walker_fn, _ = retarget(walker_run.py_func, cpu_uncached, {"energy_grad": pot})
+    run, _ = retarget(langevin_run.py_func, cpu_uncached(parallel=True),
+                      {"walker_run": walker_fn})
+    en, _ = retarget(energies.py_func, cpu_uncached(parallel=True), {"energy_grad": pot})
+    return run, en

@@ -1,0 +1,255 @@
+"""The ``nonequil`` command.  Heavy modules are imported inside each verb's handler."""
+import argparse
+import os
+import re
+import sys
+import time
+
+from . import __version__
+
+NEG_NUMBER = re.compile(r"^-(\d|\.\d)")
+
+
+class CLIError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise CLIError(f"{self.prog}: {message}")
+
+
+def _common():
+    """Parent parsers: flags every verb takes, and flags of verbs that run something."""
+    base = argparse.ArgumentParser(add_help=False)
+    g = base.add_argument_group("common flags")
+    g.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    g.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    run = argparse.ArgumentParser(add_help=False)
+    g = run.add_argument_group("run flags")
+    g.add_argument("--seed", type=_seed, default=0,
+                   help="Philox seed, 0..2**64-1 (default 0)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the kernels run (default cpu)")
+    g.add_argument("--out", metavar="FILE.h5", help="output file (written as FILE.h5.partial, "
+                   "renamed on success)")
+    return base, run
+
+
+def _seed(text):
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: expected an integer") from None
+    if not 0 <= v < 2**64:
+        raise argparse.ArgumentTypeError(f"seed {v} out of range 0..2**64-1")
+    return v
+
+
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise CLIError(f"{text!r} is not a number") from None
+
+
+def parse_numbers(text):
+    """'1.5' -> 1.5; '-0.5,1.5' -> [-0.5, 1.5]."""
+    parts = [p for p in text.split(",") if p.strip()]
+    if not parts:
+        raise CLIError(f"{text!r}: expected a number or a comma list of numbers")
+    vals = [_number(p) for p in parts]
+    return vals[0] if len(vals) == 1 and "," not in text else vals
+
+
+def parse_sets(items):
+    """['k=1:3', 'b=0.5', 'weights=0.3,0.7'] -> {'k': (1.0, 3.0), 'b': 0.5, 'weights': [...]}"""
+    out = {}
+    for item in items or ():
+        name, eq, val = item.partition("=")
+        name = name.strip()
+        if not eq or not name or not val.strip():
+            raise CLIError(f"--set {item!r}: expected name=value or name=start:end")
+        if ":" in val:
+            a, _, b = val.partition(":")
+            out[name] = (_number(a), _number(b))
+        else:
+            out[name] = parse_numbers(val)
+    return out
+
+
+def _fix_negative_values(argv):
+    """Join ``--opt -0.5,1.5`` into ``--opt=-0.5,1.5`` (argparse reads it as a flag)."""
+    out = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if (a.startswith("--") and "=" not in a and i + 1 < len(argv)
+                and NEG_NUMBER.match(argv[i + 1])):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+# ------------------------------------------------------------------ progress
+class Progress:
+    """A throttled one-line progress report on stderr."""
+
+    def __init__(self, quiet, label):
+        self.quiet, self.label = quiet, label
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, info):
+        if self.quiet:
+            return
+        now = time.perf_counter()
+        done = info["step"] >= info["steps"]
+        if now - self.last < 0.5 and not done:
+            return
+        self.last = now
+        frac = info["step"] / info["steps"]
+        rate = info.get("walker_steps_per_s", float("nan"))
+        eta = info["elapsed"] * (1 - frac) / frac if frac > 0 else float("nan")
+        sys.stderr.write(f"\r{self.label}: step {info['step']}/{info['steps']} "
+                         f"({100 * frac:5.1f}%), {info['frames']} frames, "
+                         f"{rate:.3g} walker-steps/s, ETA {eta:5.1f} s ")
+        sys.stderr.flush()
+        self.shown = not done
+        if done:
+            sys.stderr.write("\n")
+
+    def note(self, msg):
+        if self.shown:
+            sys.stderr.write("\n")
+            self.shown = False
+        sys.stderr.write(f"{msg}\n")
+
+
+def warn(msg):
+    sys.stderr.write(f"warning: {msg}\n")
+
+
+# ------------------------------------------------------------------ verbs
+def _add_simulate(sub, base, run):
+    p = sub.add_parser(
+        "simulate", parents=[base, run], help="simulate OU / Langevin walkers into H5MD",
+        description="Simulate an ensemble of OU, overdamped or underdamped Langevin walkers "
+        "and stream the trajectory into an H5MD file.  Parameters: ou (theta, mu, sigma); "
+        "langevin (kT, gamma + potential keys); underdamped (kT, gamma, mass + potential "
+        "keys).  Potentials: harmonic (k, center), double-well (a, b, k_perp), muller-brown "
+        "(scale), gaussian-mixture (weights, means, sigmas).  A protocol is "
+        "--set name=start:end (linear over the run).")
+    p.add_argument("--process", choices=("ou", "langevin", "underdamped"), default="ou")
+    p.add_argument("--potential", default="harmonic",
+                   help="harmonic | double-well | muller-brown | gaussian-mixture")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", default=[],
+                   help="parameter value, comma list, or protocol start:end (repeatable)")
+    p.add_argument("--walkers", type=int, help="number of walkers (default: from --init)")
+    p.add_argument("--first-walker", type=int, default=0,
+                   help="absolute index of the first walker (default 0)")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--dt", type=float, required=True)
+    p.add_argument("--record-every", type=int, help="record every K-th step "
+                   "(default: steps/100); frame 0 and the final step are always recorded")
+    p.add_argument("--x0", help="initial position: a number, a comma list (one per "
+                   "dimension), or 'boltzmann' (exact equilibrium draws)")
+    p.add_argument("--init", metavar="FILE.h5", help="start from /samples or the last "
+                   "frame of a trajectory")
+    p.add_argument("--dim", type=int, help="dimension (default: from --x0/--init/potential)")
+    p.add_argument("--absorb", metavar="COND", help="absorbing boundary, e.g. 'x>=1.5' or "
+                   "'x[1]<=-2'")
+    p.add_argument("--precision", choices=("float64", "float32"), default="float64")
+    p.add_argument("--method", choices=("exact", "em"),
+                   help="ou: exact (default) or em; langevin: em (default) or exact "
+                   "(harmonic only)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.set_defaults(handler=_cmd_simulate, needs_out=True)
+
+
+def _cmd_simulate(a):
+    from .simulate import SimulationConfig, simulate
+
+    x0 = None
+    if a.x0 is not None:
+        x0 = a.x0.strip() if a.x0.strip() == "boltzmann" else parse_numbers(a.x0)
+        if isinstance(x0, float):
+            x0 = [x0]
+    cfg = SimulationConfig(process=a.process, potential=a.potential, params=parse_sets(a.set),
+                           walkers=a.walkers, steps=a.steps, dt=a.dt,
+                           first_walker=a.first_walker, record_every=a.record_every, x0=x0,
+                           init=a.init, absorb=a.absorb, seed=a.seed, device=a.device,
+                           precision=a.precision, method=a.method, dim=a.dim)
+    prog = Progress(a.quiet, "simulate")
+    simulate(cfg, out=a.out, resume=a.resume, callback=prog, warn=warn)
+    if not a.quiet:
+        prog.note(f"wrote {a.out}")
+
+
+def _add_inspect(sub, base, run):
+    p = sub.add_parser("inspect", parents=[base], help="show what an HDF5 file holds",
+                       description="Print the layout, parameters and provenance of a file.")
+    p.add_argument("file", metavar="FILE.h5")
+    p.set_defaults(handler=_cmd_inspect, needs_out=False)
+
+
+def _cmd_inspect(a):
+    from .store import describe
+
+    print(describe(a.file))
+
+
+VERBS = [_add_simulate, _add_inspect]
+
+
+def build_parser():
+    base, run = _common()
+    p = _Parser(prog="nonequil", description="Langevin/OU diffusion chains on Numba CPU and "
+                "CUDA kernels, checked against exact thermodynamics.")
+    p.add_argument("--version", action="version", version=f"nonequil {__version__}")
+    sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    for add in VERBS:
+        add(sub, base, run)
+    return p
+
+
+def main(argv=None):
+    argv = _fix_negative_values(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in argv
+    try:
+        a = build_parser().parse_args(argv)
+        if a.verb is None:
+            build_parser().print_help()
+            return 2
+        if getattr(a, "needs_out", False) and not a.out:
+            raise CLIError(f"nonequil {a.verb}: --out FILE.h5 is required")
+        a.handler(a)
+        return 0
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    except Exception as e:  # noqa: BLE001
+        if debug:
+            raise
+        from .errors import InputError, RunError
+
+        if isinstance(e, (CLIError, InputError)):
+            code = 2
+        elif isinstance(e, RunError):
+            code = 1
+        elif isinstance(e, OSError):
+            code = 1
+            e = f"{e.strerror or e} ({e.filename})" if getattr(e, "filename", None) else e
+        else:
+            code = 1
+            e = f"internal error {type(e).__name__}: {e} (rerun with --debug for details)"
+        msg = str(e).replace("\n", " ")
+        sys.stderr.write(f"error: {msg}\n")
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""HDF5 layouts: H5MD trajectories, sample sets, checkpoints, validation and provenance.
+
+Trajectories (H5MD 1.1)::
+
+    /h5md                                   attrs version=[1,1]; author/, creator/
+    /particles/ensemble/box                 attrs dimension=D, boundary=["none"]*D
+    /particles/ensemble/position/{value[T][M][D], step[T], time[T]}
+    /particles/ensemble/velocity/...        underdamped runs
+    /observables/<name>/{value[T][M], step[T], time[T]}   energy, work, heat,
+                                                          first_passage_time
+    /parameters                             attrs: process, potential, dt, kT, seed, ...
+    /provenance                             attrs: versions, configuration, command line
+
+Frames are appended in chunks (resizable, chunked datasets) and the file is flushed after
+every append.  h5py's default libver, no SWMR: a killed writer leaves a file that reopens
+without h5clear.  Time is ``step * dt`` from the integer step.
+
+Checkpoints are ``FILE.h5.ckpt``: a magic line, the sha256 of the payload, then an ``.npz``
+payload.  They are written to a temporary file, fsynced and renamed; the previous one is
+kept as ``.ckpt.prev`` and used (with a warning) when the newest is corrupt.
+"""
+import hashlib
+import io
+import json
+import os
+import sys
+
+import numpy as np
+
+from .errors import InputError
+
+CKPT_MAGIC = b"NONEQUIL-CKPT-1\n"
+
+
+# ---------------------------------------------------------------- provenance
+def provenance(config, device, precision, extra=None):
+    import platform
+
+    import h5py
+    import numba
+    import scipy
+
+    from . import __version__
+
+    d = {
+        "nonequil_version": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "scipy": scipy.__version__,
+        "h5py": h5py.__version__,
+        "hdf5": h5py.version.hdf5_version,
+        "platform": platform.platform(),
+        "configuration": json.dumps(config, sort_keys=True, default=str),
+        "command_line": " ".join(sys.argv),
+        "device": device,
+        "precision": precision,
+    }
+    if extra:
+        d.update(extra)
+    return d
+
+
+def write_attrs(group, attrs):
+    for k, v in attrs.items():
+        if v is None:
+            continue
+        if isinstance(v, (list, tuple)):
+            v = np.asarray(v)
+        group.attrs[k] = v
+
+
+# ---------------------------------------------------------------- H5MD writer
+class H5MDWriter:
+    """Append-only H5MD trajectory writer (one open file, flushed after each append)."""
+
+    def __init__(self, h5, M, D, dt, velocity=False, observables=(), dtype=np.float64):
+        self.f = h5
+        self.M, self.D, self.dt = M, D, dt
+        self.obs = tuple(observables)
+        self.velocity = velocity
+        self.dtype = dtype
+
+    @classmethod
+    def create(cls, path, M, D, dt, *, velocity, observables, dtype, parameters, prov):
+        import h5py
+
+        f = h5py.File(path, "w")
+        h = f.create_group("h5md")
+        h.attrs["version"] = np.array([1, 1], dtype=np.int32)
+        h.create_group("author").attrs["name"] = "nonequil user"
+        from . import __version__
+
+        c = h.create_group("creator")
+        c.attrs["name"] = "nonequil"
+        c.attrs["version"] = __version__
+        ens = f.create_group("particles/ensemble")
+        box = ens.create_group("box")
+        box.attrs["dimension"] = np.int32(D)
+        box.attrs["boundary"] = np.array(["none"] * D, dtype="S4")
+        rows = max(1, min(M, (1 << 17) // max(D, 1)))
+        for name in ["position"] + (["velocity"] if velocity else []):
+            g = ens.create_group(name)
+            g.create_dataset("value", shape=(0, M, D), maxshape=(None, M, D), dtype=dtype,
+                             chunks=(1, rows, D))
+            cls._time(g)
+        rows = max(1, min(M, 1 << 17))
+        for name in observables:
+            g = f.create_group(f"observables/{name}")
+            g.create_dataset("value", shape=(0, M), maxshape=(None, M), dtype=np.float64,
+                             chunks=(1, rows))
+            cls._time(g)
+        write_attrs(f.create_group("parameters"), parameters)
+        write_attrs(f.create_group("provenance"), prov)
+        f.flush()
+        return cls(f, M, D, dt, velocity, observables, dtype)
+
+    @staticmethod
+    def _time(g):
+        g.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
+        g.create_dataset("time", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(4096,))
+
+    @classmethod
+    def reopen(cls, path, frames):
+        """Open an existing partial file and truncate every time series to ``frames``."""
+        import h5py
+
+        f = h5py.File(path, "r+")
+        pos = f["particles/ensemble/position/value"]
+        M, D = pos.shape[1], pos.shape[2]
+        if pos.shape[0] < frames:
+            f.close()
+            raise OSError(f"{path} holds {pos.shape[0]} frames, the checkpoint {frames}")
+        obs = tuple(f["observables"].keys()) if "observables" in f else ()
+        w = cls(f, M, D, float(f["parameters"].attrs["dt"]),
+                "velocity" in f["particles/ensemble"], obs, pos.dtype)
+        for g in w._groups():
+            for k in ("value", "step", "time"):
+                g[k].resize(frames, axis=0)
+        f.flush()
+        return w
+
+    def _groups(self):
+        gs = [self.f["particles/ensemble/position"]]
+        if self.velocity:
+            gs.append(self.f["particles/ensemble/velocity"])
+        gs += [self.f[f"observables/{n}"] for n in self.obs]
+        return gs
+
+    @property
+    def frames(self):
+        return self.f["particles/ensemble/position/value"].shape[0]
+
+    def append(self, steps, position, velocity=None, observables=None):
+        """Append frames: steps[R], position[R,M,D], observables name -> [R,M]; then flush."""
+        R = len(steps)
+        if R == 0:
+            return
+        steps = np.asarray(steps, dtype=np.int64)
+        t = steps * self.dt
+        data = [position] + ([velocity] if self.velocity else [])
+        data += [observables[n] for n in self.obs]
+        for g, arr in zip(self._groups(), data):
+            n0 = g["value"].shape[0]
+            for k in ("value", "step", "time"):
+                g[k].resize(n0 + R, axis=0)
+            g["value"][n0:] = arr
+            g["step"][n0:] = steps
+            g["time"][n0:] = t
+        self.f.flush()
+
+    def close(self):
+        self.f.close()
+
+
+# ---------------------------------------------------------------- checkpoints
+def _fsync_dir(path):
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def write_checkpoint(path, meta, arrays):
+    """Atomically write a checksummed checkpoint; the old one becomes ``path + '.prev'``."""
+    buf = io.BytesIO()
+    np.savez(buf, __meta__=np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8),
+             **arrays)
+    payload = buf.getvalue()
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        fh.write(CKPT_MAGIC + digest + b"\n" + payload)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if os.path.exists(path):
+        os.replace(path, path + ".prev")
+    os.replace(tmp, path)
+    _fsync_dir(path)
+
+
+def _read_one(path):
+    with open(path, "rb") as fh:
+        blob = fh.read()
+    if not blob.startswith(CKPT_MAGIC):
+        raise ValueError("not a nonequil checkpoint")
+    rest = blob[len(CKPT_MAGIC):]
+    digest, _, payload = rest.partition(b"\n")
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        raise ValueError("checksum mismatch (corrupt or truncated)")
+    z = np.load(io.BytesIO(payload))
+    meta = json.loads(bytes(z["__meta__"]).decode())
+    return meta, {k: z[k] for k in z.files if k != "__meta__"}
+
+
+def read_checkpoint(path, warn=None):
+    """(meta, arrays) from ``path`` or, if it is corrupt, from ``path.prev``; None if neither."""
+    for p in (path, path + ".prev"):
+        if not os.path.exists(p):
+            continue
+        try:
+            got = _read_one(p)
+        except Exception as e:  # noqa: BLE001  corrupt checkpoint: fall back
+            if warn:
+                warn(f"checkpoint {p} is unusable ({e}); trying the previous one")
+            continue
+        if p != path and warn:
+            warn(f"using the previous checkpoint {p}")
+        return got
+    return None
+
+
+def remove_checkpoint(path):
+    for p in (path, path + ".prev"):
+        if os.path.exists(p):
+            os.remove(p)
+
+
+# ---------------------------------------------------------------- reading inputs
+def open_h5(path, what="input file"):
+    """Open ``path`` read-only with the first two checks (exists, is HDF5)."""
+    import h5py
+
+    if not os.path.exists(path):
+        raise InputError(f"{what} {path} does not exist; give the path of an HDF5 file")
+    if not h5py.is_hdf5(path):
+        raise InputError(f"{what} {path} is not an HDF5 file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise InputError(f"{what} {path} cannot be opened as HDF5 ({e}); is it truncated?") \
+            from None
+
+
+def check_array(arr, path, dataset):
+    """Checks 4-6 of DESIGN.md on an in-memory array: rank/dtype, non-empty, finite."""
+    if arr.dtype.kind not in "fiub":
+        raise InputError(f"{path}:{dataset} has dtype {arr.dtype}; expected float or int")
+    if arr.ndim < 1:
+        raise InputError(f"{path}:{dataset} is a scalar; expected shape [N] or [N, ...]")
+    if arr.shape[0] == 0 or arr.size == 0:
+        raise InputError(f"{path}:{dataset} is empty; expected at least one sample")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            idx = np.argwhere(bad)[0]
+            row = int(idx[0])
+            col = ", ".join(str(int(c)) for c in idx[1:]) or "0"
+            raise InputError(f"{path}:{dataset} has a non-finite value at row {row} "
+                             f"(0-based), column {col}; remove or fix that row")
+
+
+def read_samples(path, dataset="/samples", batch=None, note=None):
+    """Read and validate a sample set ``/samples[N, ...]`` (DESIGN.md's seven checks).
+
+    Returns the array (float64 for floats, as stored for ints).  With ``batch``, returns
+    ``(array, batch)`` where a batch larger than N shrinks to N with a note, and N < 2 is
+    refused.
+    """
+    with open_h5(path) as f:
+        if dataset not in f:
+            raise InputError(f"{path} has no dataset {dataset}; a sample set needs "
+                             f"{dataset} of shape [N] or [N, ...]")
+        ds = f[dataset]
+        if not hasattr(ds, "dtype"):
+            raise InputError(f"{path}:{dataset} is a group, not a dataset")
+        if ds.dtype.kind not in "fiub" or ds.ndim < 1:
+            raise InputError(f"{path}:{dataset} has shape {ds.shape} and dtype {ds.dtype}; "
+                             "expected shape [N] or [N, ...] of float or int")
+        try:
+            arr = ds[()]
+        except OSError as e:
+            raise InputError(f"{path}:{dataset} cannot be read ({e}); is the file "
+                             "truncated?") from None
+    check_array(arr, path, dataset)
+    if batch is None:
+        return arr
+    N = arr.shape[0]
+    if N < 2:
+        raise InputError(f"{path}:{dataset} holds {N} sample; at least 2 are needed")
+    if batch > N:
+        if note:
+            note(f"batch {batch} is larger than the {N} samples of {path}; using {N}")
+        batch = N
+    return arr, batch
+
+
+def read_initial_state(path):
+    """Initial positions (and velocities if present) from a sample set or a trajectory.
+
+    A sample set ``/samples[N]`` or ``[N, D]`` gives N walkers; a trajectory gives its last
+    frame.  Returns ``(x[N, D] float64, v or None, source)``.
+    """
+    with open_h5(path, "init file") as f:
+        is_traj = "particles" in f
+    if not is_traj:
+        x = read_samples(path)
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[:, None]
+        elif x.ndim > 2:
+            x = x.reshape(x.shape[0], -1)
+        return x, None, "samples"
+    with open_h5(path, "init file") as f:
+        key = "particles/ensemble/position/value"
+        if key not in f or f[key].ndim != 3 or f[key].shape[0] == 0:
+            raise InputError(f"init file {path} has no frames in /{key}")
+        x = np.asarray(f[key][-1], dtype=np.float64)
+        v = None
+        vk = "particles/ensemble/velocity/value"
+        if vk in f and f[vk].shape[0] > 0:
+            v = np.asarray(f[vk][-1], dtype=np.float64)
+    check_array(x, path, "/" + key + "[-1]")
+    return x, v, "trajectory"
+
+
+# ---------------------------------------------------------------- inspect
+def describe(path):
+    """A human-readable summary of an HDF5 file written by (or readable by) nonequil."""
+    lines = []
+    with open_h5(path) as f:
+        kind = ("trajectory (H5MD)" if "particles" in f else
+                "sample set" if "samples" in f else
+                "model" if "model" in f else "HDF5 file")
+        lines.append(f"{path}: {kind}")
+        lines.append("layout:")
+
+        def visit(name, obj):
+            depth = name.count("/")
+            if hasattr(obj, "shape"):
+                lines.append(f"  {'  ' * depth}{name.split('/')[-1]}  {obj.shape} {obj.dtype}")
+            else:
+                lines.append(f"  {'  ' * depth}{name.split('/')[-1]}/")
+        f.visititems(visit)
+        for grp in ("parameters", "provenance"):
+            if grp in f:
+                lines.append(f"{grp}:")
+                for k, v in sorted(f[grp].attrs.items()):
+                    if isinstance(v, bytes):
+                        v = v.decode()
+                    lines.append(f"  {k} = {v}")
+        if "samples" in f:
+            ds = f["samples"]
+            for k, v in sorted(ds.attrs.items()):
+                lines.append(f"  samples.{k} = {v}")
+    return "\n".join(lines)
