@@ -62,9 +62,13 @@ def retarget(fn, decorator, overrides):
 
 
 def cuda_scalars():
-    """Dict name -> numba.cuda device function for every registered scalar function."""
+    """Dict name -> numba.cuda device function for every registered scalar function.
+
+    Rebuilt whenever scalars were registered since the last call (modules register theirs
+    at import, possibly after a first caller built the table).
+    """
     global _CUDA_NS
-    if _CUDA_NS is None:
+    if _CUDA_NS is None or len(_CUDA_NS) != len(_REGISTRY):
         from numba import cuda
 
         ns = {}

@@ -156,10 +156,20 @@ class Plan:
                 raise InputError(f"--dim {c.dim} does not match the dimension {D} of {c.init}")
         else:
             walkers = c.walkers
-            if walkers is None:
+            if walkers is None and not (isinstance(c.x0, np.ndarray) and c.x0.ndim == 2):
                 raise InputError("--walkers is required (or --init FILE.h5)")
             D = c.dim
-            if isinstance(c.x0, (list, tuple, np.ndarray)) and len(c.x0) > 1:
+            if isinstance(c.x0, np.ndarray) and c.x0.ndim == 2:      # one row per walker
+                if walkers is None:
+                    walkers = c.x0.shape[0]
+                if c.x0.shape[0] != walkers:
+                    raise InputError(f"x0 has {c.x0.shape[0]} rows for {walkers} walkers")
+                check = np.asarray(c.x0, dtype=np.float64)
+                if not np.all(np.isfinite(check)):
+                    raise InputError("x0 holds non-finite values")
+                self.x_init = check
+                D = c.x0.shape[1]
+            elif isinstance(c.x0, (list, tuple, np.ndarray)) and len(c.x0) > 1:
                 if D is not None and D != len(c.x0):
                     raise InputError(f"--x0 has {len(c.x0)} values but --dim is {D}")
                 D = len(c.x0)

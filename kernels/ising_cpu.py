@@ -1,0 +1,452 @@
+r"""2-D Ising model kernels for the CPU: checkerboard Metropolis and Wolff cluster updates.
+
+Model
+-----
+``H = -J sum_<xy> s_x s_y`` with J = 1, kB = 1, on an L x L square lattice with periodic
+boundaries; spins are ``int8`` +-1, stored as ``spins[L, L]`` or as a batch of independent
+replicas ``spins[R, L, L]``.  ``beta = 1/T``.  Site (i, j) has the neighbours
+(i+-1 mod L, j) and (i, j+-1 mod L); ``h = sum of the four neighbour spins`` and flipping
+s costs ``dE = 2 s h`` in {-8, -4, 0, 4, 8}.
+
+Every random number is a Philox4x32-10 word (``kernels.philox``), a pure function of
+``(seed, purpose, walker, step, block)``, so results do not depend on the thread count, on
+which replicas are simulated together (``replica_offset``), on how the sweeps are chunked
+(``first_sweep``), or on the target: the CUDA kernel in ``kernels.ising_cuda`` draws the same
+words and gives the same spins, bit for bit.
+
+Counter layout: checkerboard Metropolis
+---------------------------------------
+* ``purpose = ISING_PURPOSE`` (= PURPOSE_DATASET + 1);
+* ``walker  = replica_offset + r``, the absolute replica index (< 2**32);
+* ``step    = 2 * sweep + colour``, ``sweep`` the absolute sweep index (``first_sweep + n``,
+  < 2**31), ``colour`` 0 for the sites with (i + j) even, 1 for (i + j) odd.  A sweep
+  updates colour 0, then colour 1;
+* ``block   = k // 4`` and the site uses word ``k % 4`` of that block, where
+  ``k = i * (L // 2) + j // 2`` is the site's index *within its colour's sub-lattice*
+  (row-major; L is even, so each row holds L/2 sites of each colour).  Every word of the
+  block is used, and the update of one colour never reads another site of the same colour,
+  so the order in which sites are visited is irrelevant.
+
+Acceptance: the 32-bit word w gives ``u = (w + 1) * 2**-32`` in (0, 1] (exact in float64),
+and the flip is accepted iff ``u <= p[(s h + 4) / 2]`` with the float64 table
+``p = (1, 1, 1, exp(-4 beta), exp(-8 beta))`` computed once per call on the host by
+``metropolis_table`` (NumPy ``exp``, so both targets use the very same table).  The
+acceptance probability is then ``floor(p 2**32) / 2**32``: within 2**-32 of the exact
+Metropolis probability, and exactly 1 for dE <= 0.  At T = 0.5 the smallest probability is
+exp(-16) ~ 1.1e-7, still resolved to ~2e-3 relative.
+
+Counter layout: Wolff
+---------------------
+* ``purpose = ISING_WOLFF_PURPOSE`` (= ISING_PURPOSE + 1);
+* ``walker  = replica_offset + r``;
+* ``step    = first_cluster + c``, the absolute cluster index (< 2**32);
+* ``block 0``: words (w0, w1) give the seed site ``((w0 << 32) | w1) mod L**2`` (row-major,
+  bias < L**2 / 2**64); w2 and w3 are unused;
+* bond tests: the d-th bond test of the cluster (d = 0, 1, ...) uses word ``d % 4`` of
+  ``block 1 + d // 4`` as a 32-bit uniform as above, and adds the neighbour iff
+  ``u <= p_add = 1 - exp(-2 beta)`` (``-expm1(-2 beta)`` on the host).
+  The cluster is grown from an explicit LIFO stack: the seed is flipped and pushed; a popped
+  site (i, j) tests its neighbours in the order (i+1, j), (i-1, j), (i, j+1), (i, j-1); a
+  neighbour is tested (and consumes a word) only if its spin still equals the cluster's
+  original spin, i.e. it is aligned and not yet in the cluster; an added neighbour is
+  flipped at once and pushed.  Each bond is tested at most once, so this is the Wolff
+  (1989) algorithm; the order makes the word <-> bond assignment deterministic.
+
+No floating-point reduction crosses replicas; energies and magnetisations are exact integer
+sums divided by L**2 at the end.
+
+Reference: U. Wolff, Phys. Rev. Lett. 62, 361 (1989); checkerboard decomposition as in
+Preis et al., J. Comput. Phys. 228, 4468 (2009).
+"""
+import numba
+import numpy as np
+from numba import prange
+
+from ._target import cpu_kernel, scalar
+from .philox import PURPOSE_DATASET, U0, U1, U2, U32, philox_words
+
+ISING_PURPOSE = np.uint64(PURPOSE_DATASET + 1)        # checkerboard Metropolis words
+ISING_WOLFF_PURPOSE = np.uint64(PURPOSE_DATASET + 2)  # Wolff seed-site and bond words
+TWO_M32 = 2.0 ** -32
+MAX_SWEEP = 2 ** 31          # step = 2 sweep + colour must fit in 32 bits
+MAX_COUNTER = 2 ** 32
+# Fewer replicas than threads: share the rows of each colour out only from this many sites
+# (R L**2) up.  Each sweep is then two parallel regions, whose start-up cost dominates small
+# lattices (measured on 2 cores: rows lose at L = 16, break even at L = 32, and win from
+# L = 64, by 1.3x there and ~1.8x from L = 128), and which stall when the cores are shared.
+ROW_PARALLEL_MIN_SITES = 4096
+
+
+# ---- scalar maths shared with kernels/ising_cuda.py ----------------------------------
+@scalar
+def ising_pick_word(w0, w1, w2, w3, q):
+    """Word ``q`` (0..3) of a Philox block."""
+    w = w0
+    if q == 1:
+        w = w1
+    if q == 2:
+        w = w2
+    if q == 3:
+        w = w3
+    return w
+
+
+@scalar
+def ising_uniform32(w):
+    """Float64 uniform ``(w + 1) 2**-32`` in (0, 1] from one 32-bit word (uint64), exact."""
+    return float(w + U1) * TWO_M32
+
+
+@scalar
+def ising_metropolis_accept(ptable, s, h, w):
+    """Whether flipping spin ``s`` (int, +-1) with neighbour sum ``h`` is accepted with word w."""
+    return ising_uniform32(w) <= ptable[(s * h + 4) >> 1]
+
+
+# ---- host-side helpers ---------------------------------------------------------------
+def metropolis_table(beta):
+    """Float64 acceptance table ``p[(s h + 4) / 2] = min(1, exp(-2 beta s h))``, shape [5]."""
+    beta = float(beta)
+    x = np.array([-4.0, -2.0, 0.0, 2.0, 4.0])
+    return np.where(x > 0, np.exp(-2.0 * beta * np.maximum(x, 0.0)), 1.0)
+
+
+def wolff_add_probability(beta):
+    """The Wolff bond-activation probability ``p_add = 1 - exp(-2 beta)`` (float64)."""
+    return float(-np.expm1(-2.0 * float(beta)))
+
+
+def _check_beta(beta):
+    beta = float(beta)
+    if not (np.isfinite(beta) and beta >= 0.0):
+        raise ValueError(f"beta must be finite and >= 0 (beta = 1/T), got {beta!r}")
+    return beta
+
+
+def _check_counter(name, value, limit):
+    value = int(value)
+    if not 0 <= value < limit:
+        raise ValueError(f"{name} must be in [0, {limit}), got {value}")
+    return value
+
+
+def as_batch(spins, *, even=False, writeable=True):
+    """View ``spins`` ([L, L] or [R, L, L], int8, C-contiguous, writeable) as [R, L, L].
+
+    Values are not checked: every entry must be +1 or -1 (the caller validates data).
+    """
+    if not isinstance(spins, np.ndarray):
+        raise TypeError(f"spins must be a numpy array, got {type(spins).__name__}")
+    if spins.dtype != np.int8:
+        raise TypeError(f"spins must have dtype int8 (values +-1), got {spins.dtype}")
+    if spins.ndim not in (2, 3) or spins.shape[-1] != spins.shape[-2]:
+        raise ValueError(f"spins must have shape [L, L] or [R, L, L], got {spins.shape}")
+    L = spins.shape[-1]
+    if L < 2 or (even and L % 2):
+        need = "even and >= 2 (checkerboard)" if even else ">= 2"
+        raise ValueError(f"the lattice size L must be {need}, got L = {L}")
+    if not spins.flags.c_contiguous or (writeable and not spins.flags.writeable):
+        raise ValueError("spins must be C-contiguous and writeable (updated in place); "
+                         "pass np.ascontiguousarray(spins)")
+    return spins.reshape((-1, L, L))
+
+
+# ---- checkerboard Metropolis ---------------------------------------------------------
+@cpu_kernel
+def _metropolis_row(spins, r, i, ptable, seed, walker, step):
+    """Update the sites of colour ``step & 1`` in row ``i`` of replica ``r``."""
+    L = spins.shape[1]
+    half = L // 2
+    colour = np.int64(step & U1)
+    ip = i + 1
+    if ip == L:
+        ip = 0
+    im = i - 1
+    if im < 0:
+        im = L - 1
+    j0 = (i + colour) & 1
+    kbase = i * half
+    w0 = U0
+    w1 = U0
+    w2 = U0
+    w3 = U0
+    for m in range(half):
+        k = kbase + m
+        q = k & 3
+        if q == 0 or m == 0:
+            w0, w1, w2, w3 = philox_words(seed, ISING_PURPOSE, walker, step, np.uint64(k >> 2))
+        j = 2 * m + j0
+        jp = j + 1
+        if jp == L:
+            jp = 0
+        jm = j - 1
+        if jm < 0:
+            jm = L - 1
+        s = np.int64(spins[r, i, j])
+        h = (np.int64(spins[r, ip, j]) + np.int64(spins[r, im, j])
+             + np.int64(spins[r, i, jp]) + np.int64(spins[r, i, jm]))
+        if ising_metropolis_accept(ptable, s, h, ising_pick_word(w0, w1, w2, w3, q)):
+            spins[r, i, j] = -s
+
+
+@cpu_kernel
+def _observe(spins, r):
+    """Exact integer sums (sum_<xy> s_x s_y, sum_x s_x) of replica ``r``."""
+    L = spins.shape[1]
+    b = 0
+    m = 0
+    for i in range(L):
+        ip = i + 1
+        if ip == L:
+            ip = 0
+        for j in range(L):
+            jp = j + 1
+            if jp == L:
+                jp = 0
+            s = np.int64(spins[r, i, j])
+            b += s * (np.int64(spins[r, ip, j]) + np.int64(spins[r, i, jp]))
+            m += s
+    return b, m
+
+
+@cpu_kernel
+def _record(spins, r, n, energy, magnetisation):
+    """energy[n, r] and magnetisation[n, r], per spin, when recording (else nothing)."""
+    if energy.shape[0] > 0:
+        b, m = _observe(spins, r)
+        n_sites = spins.shape[1] * spins.shape[2]
+        energy[n, r] = -b / n_sites
+        magnetisation[n, r] = m / n_sites
+
+
+@cpu_kernel(parallel=True)
+def _metropolis_kernel(spins, ptable, seed, first_sweep, n_sweeps, replica_offset,
+                       energy, magnetisation, by_replica):
+    R = spins.shape[0]
+    L = spins.shape[1]
+    if by_replica:
+        # whole replicas per thread: one parallel region, sweeps inside
+        for r in prange(R):
+            walker = replica_offset + np.uint64(r)
+            for n in range(n_sweeps):
+                sweep = first_sweep + np.uint64(n)
+                for colour in range(2):
+                    step = U2 * sweep + np.uint64(colour)
+                    for i in range(L):
+                        _metropolis_row(spins, r, i, ptable, seed, walker, step)
+                _record(spins, r, n, energy, magnetisation)
+    else:
+        # rows of one colour in parallel, two regions per sweep
+        for n in range(n_sweeps):
+            sweep = first_sweep + np.uint64(n)
+            for colour in range(2):
+                step = U2 * sweep + np.uint64(colour)
+                for t in prange(R * L):
+                    r = t // L
+                    i = t - r * L
+                    _metropolis_row(spins, r, i, ptable, seed, replica_offset + np.uint64(r),
+                                    step)
+            if energy.shape[0] > 0:
+                for r in prange(R):
+                    _record(spins, r, n, energy, magnetisation)
+
+
+def _series(out, n_steps, spins):
+    """The (energy, magnetisation) recording arrays as [n_steps, R] views (or empty)."""
+    R = 1 if spins.ndim == 2 else spins.shape[0]
+    if out is None:
+        empty = np.empty((0, R))
+        return empty, empty
+    want = (n_steps,) if spins.ndim == 2 else (n_steps, R)
+    arrays = tuple(out)
+    if len(arrays) != 2 or any(not isinstance(a, np.ndarray) or a.dtype != np.float64
+                               or a.shape != want or not a.flags.c_contiguous
+                               or not a.flags.writeable for a in arrays):
+        raise ValueError(f"out must be two writeable C-contiguous float64 arrays of shape "
+                         f"{want} (energy, magnetisation per spin)")
+    return arrays[0].reshape((n_steps, R)), arrays[1].reshape((n_steps, R))
+
+
+def metropolis_sweeps(spins, beta, seed, first_sweep, n_sweeps, replica_offset=0, out=None,
+                      schedule="auto"):
+    """Checkerboard Metropolis sweeps of the 2-D Ising model, in place.
+
+    Parameters
+    ----------
+    spins : int8 array [L, L] or [R, L, L], values +-1, C-contiguous, L even.
+        Updated in place; replica r is walker ``replica_offset + r``.
+    beta : float, inverse temperature 1/T (J = kB = 1), >= 0.
+    seed : int in [0, 2**64), the Philox key.
+    first_sweep : int, absolute index of the first sweep (for chunking / resuming).
+    n_sweeps : int >= 0, number of sweeps; each updates colour 0 then colour 1.
+    replica_offset : int, absolute index of replica 0.
+    out : optional (energy, magnetisation), float64 arrays [n_sweeps, R] ([n_sweeps] for
+        [L, L] input), filled with the energy and the signed magnetisation per spin of each
+        replica after each sweep (the time series for autocorrelation analysis).
+    schedule : "replicas" (each thread runs whole replicas, all sweeps: one parallel region
+        per call), "rows" (the rows of each colour are shared out: two regions per sweep) or
+        "auto": "rows" when there are fewer replicas than Numba threads and at least
+        ``ROW_PARALLEL_MIN_SITES`` sites in all, else "replicas".  Speed only: every schedule
+        gives the same bits.
+
+    The result is a pure function of (initial spins, beta, seed, absolute sweep indices,
+    absolute replica indices): see the module docstring for the counter layout.
+    """
+    s3 = as_batch(spins, even=True)
+    beta = _check_beta(beta)
+    seed = _check_counter("seed", seed, 2 ** 64)
+    first_sweep = _check_counter("first_sweep", first_sweep, MAX_SWEEP)
+    n_sweeps = _check_counter("n_sweeps", n_sweeps, MAX_SWEEP - first_sweep + 1)
+    replica_offset = _check_counter("replica_offset", replica_offset,
+                                    MAX_COUNTER - s3.shape[0] + 1)
+    energy, magnetisation = _series(out, n_sweeps, spins)
+    if schedule not in ("auto", "replicas", "rows"):
+        raise ValueError(f"schedule must be 'auto', 'replicas' or 'rows', got {schedule!r}")
+    if n_sweeps == 0 or s3.shape[0] == 0:
+        return
+    # (decided here: numba.get_num_threads() inside a kernel defeats its on-disk cache)
+    if schedule == "auto":
+        by_replica = (s3.shape[0] >= numba.get_num_threads()
+                      or s3.size < ROW_PARALLEL_MIN_SITES)
+    else:
+        by_replica = schedule == "replicas"
+    _metropolis_kernel(s3, metropolis_table(beta), np.uint64(seed), np.uint64(first_sweep),
+                       np.int64(n_sweeps), np.uint64(replica_offset), energy, magnetisation,
+                       by_replica)
+
+
+# ---- Wolff cluster updates -----------------------------------------------------------
+@cpu_kernel
+def _wolff_cluster(spins, r, stack, p_add, seed, walker, step):
+    """Grow and flip one Wolff cluster in replica ``r``; returns its size."""
+    L = spins.shape[1]
+    n_sites = np.uint64(L * L)
+    w0, w1, w2, w3 = philox_words(seed, ISING_WOLFF_PURPOSE, walker, step, U0)
+    site = np.int64(((w0 << U32) | w1) % n_sites)
+    i = site // L
+    j = site - i * L
+    s0 = spins[r, i, j]
+    spins[r, i, j] = -s0
+    stack[0] = site
+    top = 1
+    size = 1
+    d = 0                      # bond tests so far in this cluster
+    b0 = U0
+    b1 = U0
+    b2 = U0
+    b3 = U0
+    while top > 0:
+        top -= 1
+        site = stack[top]
+        i = site // L
+        j = site - i * L
+        for nb in range(4):
+            ii = i
+            jj = j
+            if nb == 0:
+                ii = i + 1
+                if ii == L:
+                    ii = 0
+            elif nb == 1:
+                ii = i - 1
+                if ii < 0:
+                    ii = L - 1
+            elif nb == 2:
+                jj = j + 1
+                if jj == L:
+                    jj = 0
+            else:
+                jj = j - 1
+                if jj < 0:
+                    jj = L - 1
+            if spins[r, ii, jj] == s0:
+                q = d & 3
+                if q == 0:
+                    b0, b1, b2, b3 = philox_words(seed, ISING_WOLFF_PURPOSE, walker, step,
+                                                  U1 + np.uint64(d >> 2))
+                d += 1
+                if ising_uniform32(ising_pick_word(b0, b1, b2, b3, q)) <= p_add:
+                    spins[r, ii, jj] = -s0
+                    stack[top] = ii * L + jj
+                    top += 1
+                    size += 1
+    return size
+
+
+@cpu_kernel(parallel=True)
+def _wolff_kernel(spins, p_add, seed, first_cluster, n_clusters, replica_offset, flipped,
+                  energy, magnetisation):
+    R = spins.shape[0]
+    L = spins.shape[1]
+    for r in prange(R):
+        stack = np.empty(L * L, np.int64)
+        walker = replica_offset + np.uint64(r)
+        total = 0
+        for c in range(n_clusters):
+            total += _wolff_cluster(spins, r, stack, p_add, seed, walker,
+                                    first_cluster + np.uint64(c))
+            _record(spins, r, c, energy, magnetisation)
+        flipped[r] = total
+
+
+def wolff_updates(spins, beta, seed, first_cluster, n_clusters, replica_offset=0, out=None):
+    """Wolff single-cluster updates of the 2-D Ising model, in place.
+
+    Parameters
+    ----------
+    spins : int8 array [L, L] or [R, L, L], values +-1, C-contiguous, L >= 2.
+    beta : float, inverse temperature (J = kB = 1), >= 0.
+    seed : int in [0, 2**64).
+    first_cluster : int, absolute index of the first cluster update.
+    n_clusters : int >= 0, cluster updates per replica (serial within a replica).
+    replica_offset : int, absolute index of replica 0.
+    out : optional (energy, magnetisation), float64 arrays [n_clusters, R] ([n_clusters] for
+        [L, L] input), filled with the energy and signed magnetisation per spin after each
+        cluster update (an O(L**2) cost per cluster: record only when needed).
+
+    Returns
+    -------
+    flipped : int64 array [R] (or a Python int for [L, L] input), the total number of spins
+        flipped per replica, i.e. the sum of the cluster sizes (``flipped / L**2`` is the
+        work in sweep units; ``flipped / n_clusters`` estimates the mean cluster size).
+    """
+    s3 = as_batch(spins)
+    beta = _check_beta(beta)
+    seed = _check_counter("seed", seed, 2 ** 64)
+    first_cluster = _check_counter("first_cluster", first_cluster, MAX_COUNTER)
+    n_clusters = _check_counter("n_clusters", n_clusters, MAX_COUNTER - first_cluster + 1)
+    replica_offset = _check_counter("replica_offset", replica_offset,
+                                    MAX_COUNTER - s3.shape[0] + 1)
+    energy, magnetisation = _series(out, n_clusters, spins)
+    flipped = np.zeros(s3.shape[0], np.int64)
+    if n_clusters > 0 and s3.shape[0] > 0:
+        _wolff_kernel(s3, wolff_add_probability(beta), np.uint64(seed),
+                      np.uint64(first_cluster), np.int64(n_clusters),
+                      np.uint64(replica_offset), flipped, energy, magnetisation)
+    return int(flipped[0]) if spins.ndim == 2 else flipped
+
+
+# ---- observables ---------------------------------------------------------------------
+@cpu_kernel(parallel=True)
+def _observables_kernel(spins, energy, magnetisation):
+    for r in prange(spins.shape[0]):
+        _record(spins, r, 0, energy, magnetisation)
+
+
+def energy_magnetisation(spins):
+    """Energy per spin ``e = -sum_<xy> s_x s_y / L**2`` and magnetisation per spin
+    ``m = sum_x s_x / L**2`` (signed) of each replica.
+
+    ``spins`` is int8 [L, L] or [R, L, L]; returns two float64 arrays [R] (or two floats for
+    [L, L] input).  The sums are exact integers; each replica is reduced on its own.
+    """
+    if isinstance(spins, np.ndarray):
+        spins = np.ascontiguousarray(spins)
+    s3 = as_batch(spins, writeable=False)
+    e = np.empty((1, s3.shape[0]))
+    m = np.empty((1, s3.shape[0]))
+    _observables_kernel(s3, e, m)
+    e, m = e[0], m[0]
+    if spins.ndim == 2:
+        return float(e[0]), float(m[0])
+    return e, m
