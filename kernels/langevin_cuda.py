@@ -45,6 +45,7 @@ def langevin_kernel(kind, pid, D, seed, first_walker, step0, nsteps, total, dt, 
                    ab_level, rec_steps, rec_x, rec_v, rec_e, rec_w, rec_q, rec_f, blow,
                    xl, vl, g, pa, pb)
 
+
 @cuda.jit
 def ou_kernel(seed, first_walker, step0, nsteps, A, B, C, x, rec_steps, rec_x):
     i = cuda.grid(1)
@@ -53,13 +54,12 @@ def ou_kernel(seed, first_walker, step0, nsteps, A, B, C, x, rec_steps, rec_x):
     if i < M:
         w = np.uint64(first_walker + i)
         useed = np.uint64(seed)
-        xl = cuda.local.array(MAXD, float64)
-        for d in range(D):
-            xl[d] = x[i, d]
         R = rec_steps.shape[0]
         r = 0
         zc = 0.0
         zs = 0.0
+        # the state is updated in x itself so that float32 runs round every step, as the
+        # CPU lanes do
         for n in range(step0, step0 + nsteps):
             for d in range(D):
                 j = n * D + d
@@ -67,15 +67,13 @@ def ou_kernel(seed, first_walker, step0, nsteps, A, B, C, x, rec_steps, rec_x):
                     q = np.uint64(j >> 1)
                     zc, zs = normal_pair(useed, U_NOISE, w, q & U_MASK, q >> U_SHIFT)
                 if (j & 1) == 0:
-                    xl[d] = A * xl[d] + B + C * zc
+                    x[i, d] = A * float(x[i, d]) + B + C * zc
                 else:
-                    xl[d] = A * xl[d] + B + C * zs
+                    x[i, d] = A * float(x[i, d]) + B + C * zs
             if r < R and rec_steps[r] == n + 1:
                 for d in range(D):
-                    rec_x[r, i, d] = xl[d]
+                    rec_x[r, i, d] = x[i, d]
                 r += 1
-        for d in range(D):
-            x[i, d] = xl[d]
 
 
 def _launch(kernel, M, *args):

@@ -147,7 +147,7 @@ def log_uniform53(hi, lo):
         e = e + U2
     if (m >> (e + U1)) != U0:
         e = e + U1
-    f = float(m << (U52 - e)) * TWO_M52          # in [1, 2)
+    f = float(m) / float(U1 << e)                # in [1, 2), exact (m <= 2**53)
     ef = float(e) - 53.0
     if f > SQRT2:
         f = f * 0.5

@@ -438,8 +438,7 @@ def _run_chunk(plan, st, s0, nsteps, rec):
     frames = {"position": np.empty((R, M, D), dtype=st.x.dtype)}
     if plan.lanes_ou:
         A, B, C = plan.ou
-        if st.x.dtype == np.float32:
-            A, B, C = (np.float32(t) for t in (A, B, C))
+        # float32 state: float64 arithmetic, rounded to float32 after every step (both devices)
         if c.device == "cuda":
             from kernels import langevin_cuda as k
 
