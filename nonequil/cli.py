@@ -203,6 +203,24 @@ def _cmd_inspect(a):
 
 
 VERBS = [_add_simulate, _add_inspect]
+# verbs defined in their own light modules: each has ``add(sub, base, run)`` and imports its
+# heavy modules inside the handler only
+VERB_MODULES = ["nonequil.cmd_dataset", "nonequil.cmd_compare"]
+
+
+def _verb_adders():
+    import importlib
+
+    adders = list(VERBS)
+    for name in VERB_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        adders.append(mod.add)
+    return adders
 
 
 def build_parser():
@@ -211,7 +229,7 @@ def build_parser():
                 "CUDA kernels, checked against exact thermodynamics.")
     p.add_argument("--version", action="version", version=f"nonequil {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
-    for add in VERBS:
+    for add in _verb_adders():
         add(sub, base, run)
     return p
 

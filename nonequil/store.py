@@ -368,3 +368,44 @@ def describe(path):
             for k, v in sorted(ds.attrs.items()):
                 lines.append(f"  samples.{k} = {v}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- sample sets
+def check_out_path(out, resume=False):
+    """Validate an --out path before any work: refuse an existing file, need its directory."""
+    out = os.fspath(out)
+    if os.path.exists(out) and not resume:
+        raise InputError(f"--out {out} already exists; remove it, choose another path, or "
+                         "give --resume")
+    d = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(d):
+        raise InputError(f"--out {out}: directory {d} does not exist")
+    return out
+
+
+def write_samples(out, samples, attrs=None, extra=None, prov=None):
+    """Write a sample set ``/samples`` (+ ``extra`` datasets) via ``OUT.partial`` + rename.
+
+    ``attrs`` go on ``/samples`` (source, parameters, units); ``extra`` maps dataset paths to
+    arrays (reference observables, labels); ``prov`` goes to ``/provenance``.  After an
+    error nothing exists at ``out`` (the partial file is removed).
+    """
+    import h5py
+
+    out = check_out_path(out)
+    partial = out + ".partial"
+    try:
+        with h5py.File(partial, "w") as f:
+            ds = f.create_dataset("samples", data=samples,
+                                  chunks=True if np.ndim(samples) else None)
+            write_attrs(ds, attrs or {})
+            for k, v in (extra or {}).items():
+                f.create_dataset(k, data=v)
+            if prov:
+                write_attrs(f.create_group("provenance"), prov)
+        os.replace(partial, out)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+    return out
