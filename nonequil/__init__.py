@@ -11,7 +11,10 @@ _EXPORTS = {
     # simulation
     "simulate": ("nonequil.simulate", "simulate"),
     "SimulationConfig": ("nonequil.simulate", "SimulationConfig"),
-    "PROCESSES": ("nonequil.processes", "PROCESSES"),
+    "PROCESSES": ("nonequil.processes", "PROCESSES"),          # forward diffusion processes
+    "SIMULATE_PROCESSES": ("nonequil.simulate", "PROCESSES"),  # ou, langevin, underdamped
+    "schedules": ("nonequil.schedules", None),
+    "processes": ("nonequil.processes", None),
     "POTENTIALS": ("nonequil.potentials", "POTENTIALS"),
     "InputError": ("nonequil.errors", "InputError"),
     # storage
