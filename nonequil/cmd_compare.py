@@ -1,0 +1,177 @@
+"""``nonequil compare SAMPLES.h5 (--reference DATA.h5 | --analytic NAME [--set ...]) [--json]``.
+
+Light at import (argparse only): numpy, scipy and h5py are imported inside the handler.
+The metrics and their JSON keys are documented in :mod:`nonequil.compare`.
+"""
+import argparse
+import sys
+
+LAWS = ("double-well", "harmonic", "muller-brown", "gaussian-mixture", "harmonic-chain", "ising")
+
+
+def _seed(text):
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: expected an integer") from None
+    if not 0 <= v < 2**64:
+        raise argparse.ArgumentTypeError(f"seed {v} out of range 0..2**64-1")
+    return v
+
+
+def _count(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected an integer >= 0") \
+            from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"invalid count {v}: expected an integer >= 0")
+    return v
+
+
+def add(sub, base, run):
+    p = sub.add_parser(
+        "compare", parents=[base], help="compare samples with reference samples or an exact law",
+        description="Compare a sample set (/samples[N] or [N, ...]) with reference samples "
+        "(--reference: Wasserstein-1, sliced W1, energy distance, MMD^2 with a Gaussian "
+        "kernel at the median-heuristic bandwidth, KS and histogram JS per coordinate, "
+        "moments) or with an exact law (--analytic NAME: W1 and KS to the exact CDF, "
+        "histogram JS/KL, log-likelihood, moments, basin populations and free-energy "
+        "differences, Ising energy against Kaufman's exact finite-lattice value).  Laws and "
+        "their --set keys: double-well (a, b, kT, k_perp), harmonic (k, center, kT), "
+        "muller-brown (scale, kT), gaussian-mixture (weights, means, sigmas), harmonic-chain "
+        "(particles, k, k0, ends=fixed|periodic, kT), ising (L, T).  Prints a table of "
+        "metric, value and standard error; --json prints a flat JSON object of metric -> "
+        "{value, se} instead (keys documented in nonequil.compare; only ever added).")
+    p.add_argument("samples", metavar="SAMPLES.h5", help="the sample set to check")
+    g = p.add_argument_group("what to compare with (exactly one)")
+    g.add_argument("--reference", metavar="DATA.h5", help="reference sample set")
+    g.add_argument("--analytic", metavar="NAME", help="exact law: " + ", ".join(LAWS))
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", default=[],
+                   help="parameter of the --analytic law (repeatable; comma lists for "
+                   "weights, means, sigmas)")
+    p.add_argument("--dataset", default="/samples", metavar="PATH",
+                   help="dataset in SAMPLES.h5 (default /samples)")
+    p.add_argument("--reference-dataset", metavar="PATH",
+                   help="dataset in DATA.h5 (default: the same as --dataset)")
+    p.add_argument("--json", action="store_true", help="print only a JSON object on stdout")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="seed of the sliced-W1 directions, the MMD bandwidth subsample and "
+                   "the pairwise subsample (default 0)")
+    p.add_argument("--max-coordinates", type=_count, default=16, metavar="K",
+                   help="per-coordinate metrics for the first K coordinates (default 16)")
+    p.set_defaults(handler=_cmd_compare, needs_out=False)
+
+
+def _parse_set(items):
+    """``--set`` items -> dict; ``ends`` keeps its text, the rest via ``cli.parse_sets``."""
+    from .compare import _STRING_KEYS
+    from .errors import InputError
+
+    from .cli import CLIError, parse_sets  # the same module object raises what we catch
+
+    out = {}
+    for item in items:
+        name, eq, val = item.partition("=")
+        if eq and name.strip() in _STRING_KEYS and val.strip():
+            out[name.strip()] = val.strip()
+            continue
+        try:
+            out.update(parse_sets([item]))
+        except CLIError as e:
+            msg = str(e)
+            raise InputError(msg if msg.startswith("--set") else f"--set {item}: {msg}") from None
+    return out
+
+
+def _read(path, dataset, what):
+    from .errors import InputError
+    from .store import open_h5, read_samples
+
+    with open_h5(path, what):  # checks 1-2, naming which file
+        pass
+    try:
+        arr = read_samples(path, dataset)  # checks 3-6
+    except InputError as e:
+        raise InputError(f"{what} {e}; choose the dataset with "
+                         f"{'--dataset' if what.startswith('samples') else '--reference-dataset'}"
+                         if "has no dataset" in str(e) else f"{what} {e}") from None
+    if arr.shape[0] < 2:
+        raise InputError(f"{path}:{dataset} holds {arr.shape[0]} sample; compare needs at "
+                         "least 2")
+    return arr
+
+
+def _fmt(v):
+    return "undefined" if v is None else f"{v:.6g}"
+
+
+def table(result, header=()):
+    """A readable aligned table: metric, value, +- se."""
+    w = max([len("metric")] + [len(k) for k in result])
+    rows = [*header, f"{'metric':<{w}}  {'value':>14}  {'se':<12}"]
+    for k, e in result.items():
+        se = "" if e["se"] is None else f"± {e['se']:.3g}"
+        rows.append(f"{k:<{w}}  {_fmt(e['value']):>14}  {se}")
+    return "\n".join(rows)
+
+
+def _cmd_compare(a):
+    import json
+
+    from .errors import InputError
+
+    if (a.reference is None) == (a.analytic is None):
+        raise InputError("give exactly one of --reference DATA.h5 (a sample set) or "
+                         f"--analytic NAME (one of {', '.join(LAWS)})")
+    from . import compare as C
+
+    params = None
+    if a.reference is not None:
+        if a.set:
+            raise InputError(f"--set {a.set[0]}: parameters apply to --analytic laws only, "
+                             "not to --reference samples")
+    else:
+        if a.analytic not in C.ANALYTIC_LAWS:
+            raise InputError(f"--analytic {a.analytic}: unknown law; valid: "
+                             f"{', '.join(C.ANALYTIC_LAWS)}")
+        params = _parse_set(a.set)
+        C._resolve(a.analytic, params)  # unknown keys / bad values before reading any file
+
+    x = _read(a.samples, a.dataset, "samples file")
+    header = [f"samples:   {a.samples}:{a.dataset}  shape {x.shape}  dtype {x.dtype}"]
+    if a.reference is not None:
+        rds = a.reference_dataset or a.dataset
+        y = _read(a.reference, rds, "reference file")
+        if not C._same_shape(x.shape, y.shape):
+            raise InputError(f"{a.samples}:{a.dataset} has shape {x.shape} but "
+                             f"{a.reference}:{rds} has shape {y.shape}; the per-sample shapes "
+                             "(all but the first axis) must match")
+        header.append(f"reference: {a.reference}:{rds}  shape {y.shape}  dtype {y.dtype}")
+        res = C.compare_samples(x, reference=y, seed=a.seed, max_coordinates=a.max_coordinates)
+        if res["pairwise_n_samples"]["value"] < len(x) or \
+                res["pairwise_n_reference"]["value"] < len(y):
+            msg = (f"energy distance and MMD use {res['pairwise_n_samples']['value']:.0f} of "
+                   f"{len(x)} samples and {res['pairwise_n_reference']['value']:.0f} of "
+                   f"{len(y)} reference samples (random subsets, --seed {a.seed})")
+            header.append(f"note: {msg}")
+            if not a.quiet and a.json:
+                sys.stderr.write(f"note: {msg}\n")
+        header.append("MMD^2 kernel: Gaussian exp(-|x-y|^2 / (2 h^2)), h = "
+                      f"{res['mmd2_rbf_bandwidth']['value']:.6g} (median pooled pairwise "
+                      "distance)")
+    else:
+        try:
+            res = C.compare_samples(x, analytic=a.analytic, params=params, seed=a.seed,
+                                    max_coordinates=a.max_coordinates)
+        except InputError as e:
+            raise InputError(f"{a.samples}:{a.dataset}: {e}") from None
+        shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
+        header.append(f"analytic:  {a.analytic} ({shown})")
+    header.append("se: standard error (independent samples assumed; Ising observables use "
+                  "tau_int); *_exact: exact values")
+    if a.json:
+        sys.stdout.write(json.dumps(res, indent=2, allow_nan=False) + "\n")
+    else:
+        sys.stdout.write(table(res, header + [""]) + "\n")
