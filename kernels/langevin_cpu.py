@@ -218,7 +218,12 @@ def walker_run(i, kind, pid, D, seed, first_walker, step0, nsteps, total, dt, kT
                 rec_x[r, i, d] = xl[d]
                 if kind == 2:
                     rec_v[r, i, d] = vl[d]
-            rec_e[r, i] = U_prev
+            if frozen and proto:
+                # a frozen walker's energy still follows the protocol: U(x; lambda_{n+1})
+                lam_params(pb, p0, p1, n + 1, total)
+                rec_e[r, i] = energy_grad(pid, xl, D, pb, g)
+            else:
+                rec_e[r, i] = U_prev
             rec_w[r, i] = W
             rec_q[r, i] = Q
             rec_f[r, i] = F

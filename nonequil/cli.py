@@ -95,6 +95,15 @@ def _fix_negative_values(argv):
 
 
 # ------------------------------------------------------------------ progress
+_OPEN_LINE = [False]      # a progress line without its newline is on stderr
+
+
+def _end_progress_line():
+    if _OPEN_LINE[0]:
+        sys.stderr.write("\n")
+        _OPEN_LINE[0] = False
+
+
 class Progress:
     """A throttled one-line progress report on stderr."""
 
@@ -119,6 +128,7 @@ class Progress:
                          f"{rate:.3g} walker-steps/s, ETA {eta:5.1f} s ")
         sys.stderr.flush()
         self.shown = not done
+        _OPEN_LINE[0] = self.shown
         if done:
             sys.stderr.write("\n")
 
@@ -126,10 +136,12 @@ class Progress:
         if self.shown:
             sys.stderr.write("\n")
             self.shown = False
+            _OPEN_LINE[0] = False
         sys.stderr.write(f"{msg}\n")
 
 
 def warn(msg):
+    _end_progress_line()
     sys.stderr.write(f"warning: {msg}\n")
 
 
@@ -247,6 +259,7 @@ def main(argv=None):
         a.handler(a)
         return 0
     except KeyboardInterrupt:
+        _end_progress_line()
         sys.stderr.write("error: interrupted\n")
         return 130
     except Exception as e:  # noqa: BLE001
@@ -265,6 +278,7 @@ def main(argv=None):
             code = 1
             e = f"internal error {type(e).__name__}: {e} (rerun with --debug for details)"
         msg = str(e).replace("\n", " ")
+        _end_progress_line()
         sys.stderr.write(f"error: {msg}\n")
         return code
 

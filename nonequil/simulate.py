@@ -15,6 +15,7 @@ the thread count, the device or a resume.
 """
 import dataclasses
 import fcntl
+import glob
 import json
 import math
 import os
@@ -526,14 +527,23 @@ class _Lock:
 
     def __init__(self, path):
         self.path = path
-        self.fh = open(path, "a+")
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        while True:
+            self.fh = open(path, "a+")
+            try:
+                fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self.fh.close()
+                raise InputError(f"another process is writing "
+                                 f"{path[:-len('.partial.lock')]} (its lock file is held); "
+                                 "wait for it or choose another --out") from None
+            # the holder may have removed the file between our open and our lock: only a
+            # lock on the file that is still at ``path`` counts
+            try:
+                if os.stat(path).st_ino == os.fstat(self.fh.fileno()).st_ino:
+                    return
+            except FileNotFoundError:
+                pass
             self.fh.close()
-            raise InputError(f"another process is writing {path[:-len('.partial.lock')]} "
-                             "(its lock file is held); wait for it or choose another --out") \
-                from None
 
     def release(self, remove=True):
         if remove:
@@ -674,6 +684,9 @@ def _run_file(plan, x, v, out, resume, callback, warn, chunk_seconds, max_chunk_
     ckpt = partial + ".ckpt"
     lock = _Lock(partial + ".lock")
     writer = None
+    for stale in glob.glob(glob.escape(ckpt) + ".tmp*") + glob.glob(glob.escape(partial)
+                                                                     + ".new"):
+        os.remove(stale)          # left by a kill during a checkpoint write or file creation
     try:
         ident = c.identity()
         plan._st = st = _State(plan, x, v)
@@ -699,14 +712,18 @@ def _run_file(plan, x, v, out, resume, callback, warn, chunk_seconds, max_chunk_
                 start = st.step = int(meta["step"])
         if got is None:
             remove_checkpoint(ckpt)
+            # build the file under a temporary name: a kill before its first flush must not
+            # leave an OUT.partial that HDF5 cannot open
+            fresh = partial + ".new"
             writer = H5MDWriter.create(
-                partial, plan.M, plan.D, c.dt, velocity=c.process == "underdamped",
+                fresh, plan.M, plan.D, c.dt, velocity=c.process == "underdamped",
                 observables=plan.observables,
                 dtype=np.float32 if c.precision == "float32" else np.float64,
                 parameters=_parameters_attrs(plan),
                 prov=provenance(ident, c.device, c.precision))
             f0 = _frame0(plan, st)
             writer.append([0], f0["position"], f0.get("velocity"), f0)
+            os.replace(fresh, partial)
         t0 = time.perf_counter()
         last = [time.perf_counter()]
 
