@@ -5,12 +5,12 @@ initial weights comes in from outside as pre-drawn standard normals (``init_para
 
 Network
 -------
-``sizes = [n_in, h_1, ..., h_{L-1}, n_out]`` gives L affine layers.  Hidden layers apply the
-activation ``act``; the output layer is linear::
+``sizes = [n_in, h_1, ..., h_{L-1}, n_out]`` gives L affine layers (numbered 0 .. L-1 in
+``offsets``).  Hidden layers apply the activation ``act``; the output layer is linear::
 
-    H_0 = X                                   [B, n_in]
-    Z_l = H_{l-1} W_l + b_l,  H_l = act(Z_l)  l = 1 .. L-1
-    Y   = H_{L-1} W_L + b_L                   [B, n_out]
+    H_0 = X                                          [B, n_in]
+    Z_l = H_{l-1} W_{l-1} + b_{l-1},  H_l = act(Z_l)  l = 1 .. L-1   [B, h_l]
+    Y   = H_{L-1} W_{L-1} + b_{L-1}                  [B, n_out]
 
 Activation codes (``ACT_*``; ``activation_code(name)`` maps names):
     0 ``silu``  z sigmoid(z)   (default; sigmoid via a branch-free polynomial exp, see below)
@@ -37,7 +37,9 @@ second exp per unit.
 
 Precision and dtypes
 --------------------
-``theta``, ``X``, ``dY`` and every output share one dtype (float64 or float32).  Matrix
+``theta``, ``X``, ``dY`` and every output share one dtype (float64 or float32; a mix fails
+to compile), and outputs passed in (``Y``, ``cache``, ``grad``, ``dX``) must be C-contiguous.
+Shapes are checked (``ValueError``); dtypes and finiteness are the caller's job.  Matrix
 products run in that dtype through BLAS (``np.dot`` inside njit: SciPy's OpenBLAS).
 Activations are evaluated in float64 and rounded to the array dtype.  ``mlp_forward_rows`` is
 the fused per-walker forward used for sampling: the same maths with explicit loops
@@ -51,11 +53,16 @@ Threads
 -------
 The batched kernels (``mlp_forward*``, ``mlp_backward*``) are serial apart from BLAS, whose
 own thread pool parallelises the products.  ``mlp_forward_rows`` uses Numba ``prange`` and no
-BLAS.  Numba's threads and the BLAS's threads fight over the cores (a naive mix was measured
-25x slower), so a caller that uses both -- e.g. a sampler running ``mlp_forward_rows`` next to a
-trainer calling BLAS, or any ``prange`` kernel inside a BLAS-threaded region -- must limit the
+BLAS.  Numba's threads and the BLAS's threads fight over the cores (DESIGN.md: a naive mix
+was measured 25x slower), so a caller that uses both -- e.g. a sampler running
+``mlp_forward_rows`` next to a trainer calling BLAS, or any ``prange`` kernel inside a
+BLAS-threaded region -- must limit the
 BLAS threads with ``threadpoolctl.threadpool_limits`` (and pick Numba's threading layer
-explicitly).  Nothing here calls BLAS inside a ``prange`` region.
+explicitly).  Nothing here calls BLAS inside a ``prange`` region.  Numba's ``np.dot`` calls
+SciPy's OpenBLAS (``scipy.linalg.cython_blas``, ``libscipy_openblas``), a different library
+from NumPy's; threadpoolctl only limits libraries already loaded, so this module imports it up
+front -- a limit set before SciPy's BLAS was loaded would silently miss it (measured: the
+"1-thread" products then ran 2-thread and varied tenfold on a busy 2-core machine).
 
 Vectorisable exp
 ----------------
@@ -69,6 +76,7 @@ kernels can use them) call ``math.exp`` and agree with the CPU loops to a few ul
 import math
 
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  (numba's np.dot calls it; see "Threads")
 from llvmlite import ir as llvm_ir
 from numba import njit, prange
 from numba.core import types
@@ -275,23 +283,23 @@ def time_sincos(f, t):
 # array helpers (separate loops per activation, so that each one vectorises)
 # ---------------------------------------------------------------------------------------
 @cpu_kernel
-def _bias_act(Z, b, H, act):
-    """H = act(Z + b) row by row (Z is left alone)."""
+def _bias_act(Z, b, act):
+    """Z = act(Z + b) in place, row by row (one array, so LLVM needs no alias check)."""
     B, n = Z.shape
     if act == ACT_SILU:
         for r in range(B):
             for j in range(n):
                 z = float(Z[r, j] + b[j])
-                H[r, j] = z * sigmoid(z)
+                Z[r, j] = z * sigmoid(z)
     elif act == ACT_TANH:
         for r in range(B):
             for j in range(n):
-                H[r, j] = math.tanh(float(Z[r, j] + b[j]))
+                Z[r, j] = math.tanh(float(Z[r, j] + b[j]))
     else:
         for r in range(B):
             for j in range(n):
                 z = Z[r, j] + b[j]
-                H[r, j] = z if z > 0 else 0
+                Z[r, j] = z if z > 0 else 0
 
 
 @cpu_kernel
@@ -391,7 +399,6 @@ def mlp_forward_into(theta, offsets, act, X, Y):
         raise ValueError("Y must have shape [B, n_out]")
     maxw = _max_width(offsets)
     buf_a = np.empty(B * maxw, dtype=theta.dtype)
-    buf_z = np.empty(B * maxw, dtype=theta.dtype)
     buf_b = np.empty(B * maxw, dtype=theta.dtype)
     H = X
     use_a = True
@@ -406,15 +413,14 @@ def mlp_forward_into(theta, offsets, act, X, Y):
             np.dot(H, W, Y)
             _add_bias(Y, b)
         else:
-            Z = buf_z[:B * nout].reshape((B, nout))
             if use_a:
                 Hn = buf_a[:B * nout].reshape((B, nout))
             else:
                 Hn = buf_b[:B * nout].reshape((B, nout))
-            np.dot(H, W, Z)
-            _bias_act(Z, b, Hn, act)
-            H = Hn
             use_a = not use_a
+            np.dot(H, W, Hn)
+            _bias_act(Hn, b, act)
+            H = Hn
 
 
 @cpu_kernel
@@ -581,7 +587,8 @@ def mlp_forward_rows_into(theta, offsets, act, X, Y):
                     for j in range(nout):
                         Y[r0 + r, j] = acc[r, j] + theta[b0 + j]
             else:
-                _bias_act(acc[:nr, :nout], theta[b0:b0 + nout], h[:nr, :nout], act)
+                _bias_act(acc[:nr, :nout], theta[b0:b0 + nout], act)
+                h, acc = acc, h
 
 
 @cpu_kernel
