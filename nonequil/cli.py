@@ -217,7 +217,8 @@ def _cmd_inspect(a):
 VERBS = [_add_simulate, _add_inspect]
 # verbs defined in their own light modules: each has ``add(sub, base, run)`` and imports its
 # heavy modules inside the handler only
-VERB_MODULES = ["nonequil.cmd_dataset", "nonequil.cmd_compare", "nonequil.cmd_train"]
+VERB_MODULES = ["nonequil.cmd_dataset", "nonequil.cmd_compare", "nonequil.cmd_train",
+                "nonequil.cmd_sample"]
 
 
 def _verb_adders():
