@@ -20,6 +20,11 @@ _EXPORTS = {
     # storage
     "read_samples": ("nonequil.store", "read_samples"),
     "describe": ("nonequil.store", "describe"),
+    # datasets
+    "datasets": ("nonequil.datasets", None),
+    "GENERATORS": ("nonequil.datasets", "GENERATORS"),
+    "generate_dataset": ("nonequil.datasets", "generate"),
+    "write_dataset": ("nonequil.datasets", "write_dataset"),
     # analytic thermodynamics and metrics (modules)
     "analytic": ("nonequil.analytic", None),
     "metrics": ("nonequil.metrics", None),
