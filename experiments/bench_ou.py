@@ -1,0 +1,798 @@
+r"""OU-ensemble speed benchmark (issue 2 "Speed", the OU part of issue 8).  Not a test.
+
+    python -m experiments.bench_ou [--quick] [--json] [--walkers N] [--steps S]
+                                   [--device cpu|cuda] [--threads T] [--reps R] [--no-peers]
+
+Measures, in one process, a 1-D Ornstein-Uhlenbeck ensemble ``x <- A x + B + C z`` (theta = 1,
+mu = 1, sigma = 1, dt = 0.01, x0 = 0; default 10^6 walkers x 1000 steps, float64):
+
+* nonequil ``kernels.langevin_cpu.ou_lanes``: exact and Euler-Maruyama (float64), exact
+  (float32), in walker-steps/s.  The first call compiles (or loads Numba's on-disk cache); its
+  time is reported separately as ``compile_s`` and is excluded from the rate.
+* ``philox_raw``: the raw Philox4x32-10 + Box-Muller normal throughput of the same machinery
+  (``kernels.philox.normal_pair``, walkers in lanes of 16 inside a prange over lane blocks,
+  like ``ou_lanes``; both halves used, summed per lane so that nothing is written to memory),
+  in normals/s, and the ratio OU walker-steps/s / raw normals/s (for D = 1 one OU step uses
+  exactly one normal).
+* peers (optional; a missing one is reported as skipped, ``--no-peers`` skips them all):
+  - ``numpy``: the plain vectorised loop over steps on the whole ensemble, with
+    ``numpy.random.default_rng`` (PCG64) and preallocated buffers (``out=`` / in-place ops);
+    numpy runs this in one thread;
+  - ``numpy_tuned``: the same loop made as fast as numpy allows: SFC64, the walkers split
+    into T contiguous slices run by T Python threads (numpy releases the GIL), each slice
+    processed in cache-sized blocks of walkers with all steps of a block done before the next;
+  - ``torch``: torch CPU, ``torch.randn(out=)`` and in-place ``mul_/add_``,
+    ``torch.set_num_threads(T)``;
+  - ``jax``: ``jax.jit`` of a ``lax.scan`` over steps, ``jax.random.normal`` on
+    ``fold_in(key, step)`` (threefry), float64, ``block_until_ready``; compiled ahead of
+    time (``.lower().compile()``) so that compilation is excluded.
+* ``--device cuda`` (only when ``numba.cuda.is_available()``): ``kernels.langevin_cuda.ou_run``
+  (which copies x host -> device -> host on every call, so it is timed over ``--gpu-steps``
+  steps), a raw Philox-normal CUDA kernel on device arrays, and torch CUDA doing the same loop
+  where torch has CUDA.
+
+Every figure is timed ``--reps`` times (default 3), round-robin across implementations so that
+background load hits all of them alike; the rate is computed from the best repetition, and the
+median is reported too.  All implementations get the same number of threads T (default: the
+CPUs this process may run on, capped by Numba's thread count).  When T is smaller than that,
+the process is pinned to T CPUs so that jax (whose XLA thread pool cannot be sized portably)
+also runs on T cores.
+
+Each result also carries the sample mean and variance of the final ensemble and those of the
+exact law of the affine chain (a cheap check that every implementation simulates the same
+process).  ``--json`` prints only the JSON document on stdout; progress goes to stderr.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import kernels  # noqa: F401  (points Numba's cache at kernels/ before numba is imported)
+import numpy as np
+from numba import prange
+
+from kernels._target import cpu_kernel
+from kernels.langevin_cpu import U_MASK, U_NOISE, U_SHIFT
+from kernels.philox import normal_pair
+
+THETA, MU, SIGMA, DT = 1.0, 1.0, 1.0, 0.01
+SEED = 20240607
+LANES = 16                       # as kernels.langevin_cpu.LANES
+TARGETS = [    # (key, description, reference: a result key, 'numpy*' or 'best', minimum ratio)
+    ("vs_jax", "OU >= 5x jax (issue 2)", "jax", 5.0),
+    ("vs_numpy", "OU >= 8x numpy, best variant (issue 2)", "numpy*", 8.0),
+    ("vs_best_peer", "OU >= 5x best of numpy/torch/jax (issue 8)", "best", 5.0),
+    ("vs_raw_philox", "OU >= 0.8x raw Philox normals/s (issue 2)", "philox_raw", 0.8),
+]
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def ou_coeffs(method):
+    """(A, B, C) exactly as nonequil.simulate._ou_coeffs (copied: that module is not needed)."""
+    if method == "em":
+        return 1.0 - THETA * DT, THETA * MU * DT, SIGMA * math.sqrt(DT)
+    A = math.exp(-THETA * DT)
+    return A, MU * (1.0 - A), SIGMA * math.sqrt(-math.expm1(-2.0 * THETA * DT) / (2.0 * THETA))
+
+
+def expected_moments(A, B, C, S):
+    """Mean and variance after S steps of x <- A x + B + C z from x0 = 0."""
+    AS = A ** S
+    mean = B * S if A == 1.0 else B * (1.0 - AS) / (1.0 - A)
+    var = C * C * S if A == 1.0 else C * C * (1.0 - AS * AS) / (1.0 - A * A)
+    return mean, var
+
+
+def moments_check(x, A, B, C, S):
+    x = np.asarray(x, dtype=np.float64).ravel()
+    M = x.size
+    em, ev = expected_moments(A, B, C, S)
+    mean, var = float(x.mean()), float(x.var())
+    # 6-sigma tolerances (sample mean sd sqrt(ev/M), sample variance sd ~ ev sqrt(2/M))
+    ok = (abs(mean - em) <= 6.0 * math.sqrt(ev / M) + 1e-12
+          and abs(var - ev) <= 6.0 * ev * math.sqrt(2.0 / M) + 1e-12)
+    return {"mean": mean, "var": var, "expected_mean": em, "expected_var": ev, "sane": bool(ok)}
+
+
+class Bench:
+    """One timed implementation: ``setup()`` (untimed warm-up / compile), then ``run()``."""
+    name = ""
+    label = ""
+    unit = "walker-steps/s"
+    group = "nonequil"
+
+    def __init__(self):
+        self.times = []
+        self.cpu = []
+        self.compile_s = None
+        self.extra = {}
+
+    def items(self):
+        raise NotImplementedError
+
+    def setup(self):
+        pass
+
+    def reset(self):
+        pass
+
+    def timed(self):
+        raise NotImplementedError
+
+    def check(self):
+        return {}
+
+    def run(self):
+        self.reset()
+        c0 = time.process_time()
+        self.times.append(self.timed())
+        self.cpu.append(time.process_time() - c0)
+
+    def result(self):
+        best = min(self.times)
+        med = statistics.median(self.times)
+        ib = self.times.index(best)
+        r = {"status": "ok", "label": self.label, "group": self.group, "unit": self.unit,
+             "rate": self.items() / best, "rate_median": self.items() / med,
+             "items": self.items(), "best_s": best, "median_s": med, "times_s": self.times,
+             "compile_s": self.compile_s, "cpu_s": self.cpu,
+             "cpu_per_wall_best": self.cpu[ib] / best,
+             "rate_per_cpu_s": self.items() / min(self.cpu)}
+        r.update(self.extra)
+        r.update(self.check())
+        return r
+
+
+# ---------------------------------------------------------------- nonequil (Numba)
+class OULanes(Bench):
+    def __init__(self, M, S, method, dtype):
+        super().__init__()
+        self.M, self.S, self.method = M, S, method
+        self.dtype = np.dtype(dtype)
+        tag = "f64" if self.dtype == np.float64 else "f32"
+        self.name = f"ou_{method}_{tag}"
+        self.label = f"nonequil ou_lanes {method} {tag}"
+        A, B, C = ou_coeffs(method)
+        self.coeffs = (A, B, C)
+        cast = float if self.dtype == np.float64 else np.float32
+        self.args = tuple(cast(t) for t in (A, B, C))
+        self.x = np.zeros((M, 1), dtype=self.dtype)
+        self.rec_steps = np.empty(0, dtype=np.int64)
+        self.rec_x = np.empty((0, M, 1), dtype=self.dtype)
+
+    def items(self):
+        return self.M * self.S
+
+    def _call(self, x, nsteps, rec_x):
+        from kernels.langevin_cpu import ou_lanes
+
+        ou_lanes(np.uint64(SEED), 0, 0, nsteps, *self.args, x, self.rec_steps, rec_x)
+
+    def setup(self):
+        from kernels.langevin_cpu import ou_lanes
+
+        nsig = len(ou_lanes.signatures)
+        hits = sum(dict(getattr(ou_lanes.stats, "cache_hits", {}) or {}).values())
+        x = np.zeros((LANES, 1), dtype=self.dtype)
+        t0 = time.perf_counter()
+        self._call(x, 2, np.empty((0, LANES, 1), dtype=self.dtype))
+        self.compile_s = time.perf_counter() - t0
+        if len(ou_lanes.signatures) == nsig:
+            self.extra["compile"] = "reused"        # same signature as an earlier figure
+        elif sum(dict(getattr(ou_lanes.stats, "cache_hits", {}) or {}).values()) > hits:
+            self.extra["compile"] = "cache"         # loaded from Numba's on-disk cache
+        else:
+            self.extra["compile"] = "compiled"
+
+    def reset(self):
+        self.x[:] = 0
+
+    def timed(self):
+        t0 = time.perf_counter()
+        self._call(self.x, self.S, self.rec_x)
+        return time.perf_counter() - t0
+
+    def check(self):
+        return moments_check(self.x, *self.coeffs, self.S)
+
+
+@cpu_kernel(parallel=True)
+def philox_raw(seed, first_walker, nblk, npairs, out):
+    """Sum of the normals 0 .. 2 npairs - 1 of walkers in lane blocks; out[blk] per block.
+
+    The same machinery as ``ou_lanes`` for D = 1: a prange over blocks of 16 walkers, the
+    lanes innermost, ``normal_pair`` on the counter (walker, q, 0, PURPOSE_NOISE), both
+    halves consumed.  Nothing is stored per normal, so the figure is the generation rate.
+    """
+    useed = np.uint64(seed)
+    for blk in prange(nblk):
+        base = first_walker + blk * 16
+        acc = np.zeros(16, dtype=np.float64)
+        for q in range(npairs):
+            uq = np.uint64(q)
+            qlo = uq & U_MASK
+            qhi = uq >> U_SHIFT
+            for l in range(16):
+                a, b = normal_pair(useed, U_NOISE, np.uint64(base + l), qlo, qhi)
+                acc[l] += a + b
+        s = 0.0
+        for l in range(16):
+            s += acc[l]
+        out[blk] = s
+
+
+class PhiloxRaw(Bench):
+    name = "philox_raw"
+    label = "raw Philox normals (lanes of 16)"
+    unit = "normals/s"
+    group = "raw"
+
+    def __init__(self, M, S):
+        super().__init__()
+        self.nblk = (M + LANES - 1) // LANES
+        self.npairs = (S + 1) // 2
+        self.out = np.zeros(self.nblk)
+
+    def items(self):
+        return self.nblk * LANES * 2 * self.npairs
+
+    def setup(self):
+        hits = sum(dict(getattr(philox_raw.stats, "cache_hits", {}) or {}).values())
+        t0 = time.perf_counter()
+        philox_raw(np.uint64(SEED), 0, 1, 1, np.zeros(1))
+        self.compile_s = time.perf_counter() - t0
+        cached = sum(dict(getattr(philox_raw.stats, "cache_hits", {}) or {}).values()) > hits
+        self.extra["compile"] = "cache" if cached else "compiled"
+
+    def timed(self):
+        t0 = time.perf_counter()
+        philox_raw(np.uint64(SEED), 0, self.nblk, self.npairs, self.out)
+        return time.perf_counter() - t0
+
+    def check(self):
+        n = self.items()
+        mean = float(self.out.sum()) / n
+        return {"mean_normal": mean, "sane": bool(abs(mean) <= 6.0 / math.sqrt(n))}
+
+
+# ---------------------------------------------------------------- peers
+class Skipped(Exception):
+    pass
+
+
+class NumpyLoop(Bench):
+    """x = A x + B + C z over the whole ensemble each step (the plain numpy baseline)."""
+    name = "numpy"
+    label = "numpy loop (PCG64, 1 thread)"
+    group = "peer"
+
+    def __init__(self, M, S):
+        super().__init__()
+        self.M, self.S = M, S
+        self.coeffs = ou_coeffs("exact")
+        self.x = np.zeros(M)
+        self.z = np.empty(M)
+        self.rng = np.random.default_rng(SEED)
+
+    def items(self):
+        return self.M * self.S
+
+    def _loop(self, x, z, rng, nsteps):
+        A, B, C = self.coeffs
+        for _ in range(nsteps):
+            rng.standard_normal(out=z)
+            z *= C
+            z += B
+            x *= A
+            x += z
+
+    def setup(self):
+        t0 = time.perf_counter()
+        self._loop(np.zeros(1024), np.empty(1024), self.rng, 2)
+        self.compile_s = time.perf_counter() - t0
+
+    def reset(self):
+        self.x[:] = 0
+
+    def timed(self):
+        t0 = time.perf_counter()
+        self._loop(self.x, self.z, self.rng, self.S)
+        return time.perf_counter() - t0
+
+    def check(self):
+        return moments_check(self.x, *self.coeffs, self.S)
+
+
+class NumpyTuned(NumpyLoop):
+    """T threads x cache-sized blocks, SFC64 (the fastest numpy bit generator here)."""
+    name = "numpy_tuned"
+
+    def __init__(self, M, S, threads, block=16384):
+        super().__init__(M, S)
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.T = max(1, min(threads, M))
+        self.block = block
+        self.label = f"numpy tuned (SFC64, {self.T} thr, blk {block})"
+        ss = np.random.SeedSequence(SEED)
+        self.rngs = [np.random.Generator(np.random.SFC64(s)) for s in ss.spawn(self.T)]
+        edges = [M * t // self.T for t in range(self.T + 1)]
+        self.slices = [(edges[t], edges[t + 1]) for t in range(self.T)]
+        self.pool = ThreadPoolExecutor(self.T)
+        self.extra["threads"] = self.T
+        self.extra["block"] = block
+
+    def _slice(self, t):
+        lo, hi = self.slices[t]
+        rng = self.rngs[t]
+        for b0 in range(lo, hi, self.block):
+            b1 = min(b0 + self.block, hi)
+            self._loop(self.x[b0:b1], self.z[b0:b1], rng, self.S)
+
+    def timed(self):
+        t0 = time.perf_counter()
+        list(self.pool.map(self._slice, range(self.T)))
+        return time.perf_counter() - t0
+
+
+class TorchLoop(Bench):
+    name = "torch"
+    group = "peer"
+
+    def __init__(self, M, S, threads, device="cpu"):
+        super().__init__()
+        try:
+            import torch
+        except Exception as e:      # noqa: BLE001 - any import failure means "not available"
+            raise Skipped(f"torch not importable: {type(e).__name__}: {e}")
+        self.torch = torch
+        self.device = device
+        if device == "cpu":
+            torch.set_num_threads(threads)
+            self.name = "torch"
+        else:
+            if not torch.cuda.is_available():
+                raise Skipped("torch has no CUDA")
+            self.name = "torch_cuda"
+        self.label = f"torch {device} loop" + (f" ({threads} thr)" if device == "cpu" else "")
+        self.M, self.S = M, S
+        self.coeffs = ou_coeffs("exact")
+        self.x = torch.zeros(M, dtype=torch.float64, device=device)
+        self.z = torch.empty(M, dtype=torch.float64, device=device)
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(SEED)
+        self.extra["version"] = torch.__version__
+        if device == "cpu":
+            self.extra["threads"] = torch.get_num_threads()
+
+    def items(self):
+        return self.M * self.S
+
+    def _sync(self):
+        if self.device != "cpu":
+            self.torch.cuda.synchronize()
+
+    def _loop(self, x, z, nsteps):
+        A, B, C = self.coeffs
+        torch = self.torch
+        for _ in range(nsteps):
+            torch.randn(z.shape, generator=self.gen, out=z, dtype=torch.float64,
+                        device=self.device)
+            x.mul_(A).add_(z, alpha=C).add_(B)
+
+    def setup(self):
+        t0 = time.perf_counter()
+        self._loop(self.x, self.z, 3)
+        self._sync()
+        self.compile_s = time.perf_counter() - t0
+
+    def reset(self):
+        self.x.zero_()
+        self._sync()
+
+    def timed(self):
+        t0 = time.perf_counter()
+        self._loop(self.x, self.z, self.S)
+        self._sync()
+        return time.perf_counter() - t0
+
+    def check(self):
+        return moments_check(self.x.cpu().numpy(), *self.coeffs, self.S)
+
+
+class JaxScan(Bench):
+    name = "jax"
+    group = "peer"
+
+    def __init__(self, M, S):
+        super().__init__()
+        try:
+            import jax
+            import jax.numpy as jnp
+            from jax import lax
+        except Exception as e:      # noqa: BLE001
+            raise Skipped(f"jax not importable: {type(e).__name__}: {e}")
+        jax.config.update("jax_enable_x64", True)
+        try:
+            jax.config.update("jax_platforms", "cpu")
+        except Exception:           # noqa: BLE001 - already initialised: checked below
+            pass
+        self.jax, self.jnp = jax, jnp
+        self.M, self.S = M, S
+        self.coeffs = ou_coeffs("exact")
+        A, B, C = self.coeffs
+
+        def run(x, key):
+            def body(x, n):
+                z = jax.random.normal(jax.random.fold_in(key, n), (M,), dtype=jnp.float64)
+                return A * x + B + C * z, None
+            x, _ = lax.scan(body, x, jnp.arange(S, dtype=jnp.uint32))
+            return x
+
+        self.fn = jax.jit(run)
+        self.key = jax.random.key(SEED)
+        self.x = jnp.zeros(M, dtype=jnp.float64)
+        self.out = None
+        dev = jax.devices()[0]
+        self.label = f"jax.jit lax.scan ({dev.platform}, threefry)"
+        self.extra["version"] = jax.__version__
+        self.extra["platform"] = dev.platform
+        self.extra["threads"] = "XLA default (all CPUs this process may use)"
+
+    def items(self):
+        return self.M * self.S
+
+    def setup(self):
+        t0 = time.perf_counter()
+        self.compiled = self.fn.lower(self.x, self.key).compile()
+        self.compile_s = time.perf_counter() - t0
+        self.compiled(self.x, self.key).block_until_ready()   # first-run allocations
+
+    def timed(self):
+        t0 = time.perf_counter()
+        self.out = self.compiled(self.x, self.key).block_until_ready()
+        return time.perf_counter() - t0
+
+    def check(self):
+        return moments_check(np.asarray(self.out), *self.coeffs, self.S)
+
+
+# ---------------------------------------------------------------- GPU (numba.cuda)
+class CudaOU(Bench):
+    name = "cuda_ou_exact_f64"
+    label = "nonequil langevin_cuda.ou_run exact f64"
+    group = "gpu"
+
+    def __init__(self, M, S):
+        super().__init__()
+        self.M, self.S = M, S
+        self.coeffs = ou_coeffs("exact")
+        self.x = np.zeros((M, 1))
+        self.rec_steps = np.empty(0, dtype=np.int64)
+        self.rec_x = np.empty((0, M, 1))
+        self.extra["note"] = "includes one host->device and device->host copy of x per call"
+
+    def items(self):
+        return self.M * self.S
+
+    def _call(self, x, nsteps, rec_x):
+        from numba import cuda
+
+        from kernels.langevin_cuda import ou_run
+
+        ou_run(np.uint64(SEED), 0, 0, nsteps, *self.coeffs, x, self.rec_steps, rec_x)
+        cuda.synchronize()
+
+    def setup(self):
+        t0 = time.perf_counter()
+        self._call(np.zeros((128, 1)), 2, np.empty((0, 128, 1)))
+        self.compile_s = time.perf_counter() - t0
+
+    def reset(self):
+        self.x[:] = 0
+
+    def timed(self):
+        t0 = time.perf_counter()
+        self._call(self.x, self.S, self.rec_x)
+        return time.perf_counter() - t0
+
+    def check(self):
+        return moments_check(self.x, *self.coeffs, self.S)
+
+
+class CudaPhiloxRaw(Bench):
+    name = "cuda_philox_raw"
+    label = "raw Philox normals (CUDA, 1 thread/walker)"
+    unit = "normals/s"
+    group = "gpu"
+
+    def __init__(self, M, S):
+        super().__init__()
+        from numba import cuda
+
+        self.M = M
+        self.npairs = (S + 1) // 2
+        self.dout = cuda.device_array(M)
+
+    def items(self):
+        return self.M * 2 * self.npairs
+
+    def setup(self):
+        from numba import cuda
+
+        from . import _bench_cuda
+
+        t0 = time.perf_counter()
+        _bench_cuda.philox_raw(SEED, 0, 1, cuda.device_array(128))
+        self.compile_s = time.perf_counter() - t0
+
+    def timed(self):
+        from . import _bench_cuda
+
+        t0 = time.perf_counter()
+        _bench_cuda.philox_raw(SEED, 0, self.npairs, self.dout)
+        return time.perf_counter() - t0
+
+    def check(self):
+        n = self.items()
+        mean = float(self.dout.copy_to_host().sum()) / n
+        return {"mean_normal": mean, "sane": bool(abs(mean) <= 6.0 / math.sqrt(n))}
+
+
+# ---------------------------------------------------------------- driver
+def machine_info(threads):
+    import numba
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        avail = len(os.sched_getaffinity(0))
+    except AttributeError:
+        avail = os.cpu_count()
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "cpus_available": avail,
+            "threads": threads, "numba_threads": numba.get_num_threads(),
+            "numba_config_threads": numba.config.NUMBA_NUM_THREADS,
+            "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "platform": platform.platform()}
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="python -m experiments.bench_ou", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="10^5 walkers x 200 steps")
+    p.add_argument("--json", action="store_true", help="only JSON on stdout")
+    p.add_argument("--walkers", type=int, default=None, help="default 10^6 (quick 10^5)")
+    p.add_argument("--steps", type=int, default=None, help="default 1000 (quick 200)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--gpu-steps", type=int, default=None,
+                   help="steps for the GPU figures (default 10x --steps)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for every implementation (default: available CPUs)")
+    p.add_argument("--reps", type=int, default=3, help="repetitions (>= 1; default 3)")
+    p.add_argument("--no-peers", action="store_true", help="skip numpy/torch/jax")
+    a = p.parse_args(argv)
+    if a.walkers is None:
+        a.walkers = 10 ** 5 if a.quick else 10 ** 6
+    if a.steps is None:
+        a.steps = 200 if a.quick else 1000
+    if a.gpu_steps is None:
+        a.gpu_steps = 10 * a.steps
+    if a.walkers < 1 or a.steps < 1 or a.reps < 1 or a.gpu_steps < 1:
+        p.error("--walkers, --steps, --gpu-steps and --reps must be >= 1")
+    return a
+
+
+def choose_threads(requested):
+    """T threads; pin the process to T CPUs when fewer than available (jax included)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = list(range(os.cpu_count() or 1))
+    import kernels  # noqa: F401  (sets the Numba cache directory before numba is imported)
+    import numba
+
+    T = requested or min(len(cpus), numba.config.NUMBA_NUM_THREADS)
+    T = max(1, min(T, numba.config.NUMBA_NUM_THREADS))
+    if T < len(cpus) and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus[:T])
+    numba.set_num_threads(T)
+    return T
+
+
+def compute_ratios(results):
+    ok = {k: v for k, v in results.items() if v.get("status") == "ok"}
+    rate = {k: v["rate"] for k, v in ok.items()}
+    ratios = {}
+    cpu_rate = {k: v["rate_per_cpu_s"] for k, v in ok.items() if v["group"] != "gpu"}
+    peers = [k for k, v in ok.items() if v["group"] == "peer"]
+    ours = [k for k in ("ou_exact_f64", "ou_em_f64", "ou_exact_f32") if k in rate]
+    for o in ours:
+        for p in peers:
+            ratios[f"{o}/{p}"] = rate[o] / rate[p]
+        if "philox_raw" in rate:
+            ratios[f"{o}/philox_raw"] = rate[o] / rate["philox_raw"]
+    ratios_cpu = {}
+    for o in ours:
+        for p in peers + ["philox_raw"]:
+            if p in cpu_rate:
+                ratios_cpu[f"{o}/{p}"] = cpu_rate[o] / cpu_rate[p]
+    if "cuda_ou_exact_f64" in rate:
+        if "cuda_philox_raw" in rate:
+            ratios["cuda_ou_exact_f64/cuda_philox_raw"] = (rate["cuda_ou_exact_f64"]
+                                                          / rate["cuda_philox_raw"])
+        if "torch_cuda" in rate:
+            ratios["cuda_ou_exact_f64/torch_cuda"] = rate["cuda_ou_exact_f64"] / rate["torch_cuda"]
+    # targets on the slower of exact and EM (float64): both must meet them
+    f64 = [k for k in ("ou_exact_f64", "ou_em_f64") if k in rate]
+    targets = []
+    if f64:
+        ours_rate = min(rate[k] for k in f64)
+        which = min(f64, key=lambda k: rate[k])
+        cpu_peers = [p for p in peers if p != "torch_cuda"]
+        for key, desc, peer, need in TARGETS:
+            if peer == "best":
+                cand = cpu_peers
+            elif peer == "numpy*":
+                cand = [p for p in cpu_peers if p.startswith("numpy")]
+            else:
+                cand = [peer] if peer in rate else []
+            if not cand:
+                targets.append({"key": key, "target": desc, "need": need, "status": "skipped"})
+                continue
+            ref = max(cand, key=lambda p: rate[p])
+            r = ours_rate / rate[ref]
+            targets.append({"key": key, "target": desc, "need": need, "ours": which,
+                            "against": ref, "ratio": r, "status": "PASS" if r >= need else "FAIL",
+                            "ratio_per_cpu_s": ratios_cpu.get(f"{which}/{ref}")})
+    return ratios, ratios_cpu, targets
+
+
+def fmt_table(doc):
+    m, c = doc["machine"], doc["config"]
+    out = [f"machine: {m['cpu']}, {m['cpus_available']} CPUs available ({m['cpu_count']} total); "
+           f"threads for all = {m['threads']} (numba {m['numba_threads']}, "
+           f"layer {m.get('numba_threading_layer')}); loadavg start {m['loadavg_start']} "
+           f"end {m.get('loadavg_end')}",
+           f"versions: python {m['python']}, numpy {m['numpy']}, numba {m['numba']}"
+           + "".join(f", {k} {v['version']}" for k, v in doc["results"].items()
+                     if v.get("status") == "ok" and "version" in v and k in ("torch", "jax")),
+           f"OU 1-D: {c['walkers']} walkers x {c['steps']} steps (GPU {c['gpu_steps']} steps), "
+           f"theta={c['theta']} mu={c['mu']} sigma={c['sigma']} dt={c['dt']}; "
+           f"best of {c['reps']} reps (round-robin), median shown too; compile excluded", ""]
+    hdr = f"{'figure':<42} {'rate (best)':>11} {'median':>10} {'unit':<15} {'best s':>8} " \
+          f"{'cpu/wall':>8} {'per cpu-s':>10} {'compile s':>10} {'sane':>5}"
+    out += [hdr, "-" * len(hdr)]
+    for k, v in doc["results"].items():
+        if v.get("status") != "ok":
+            out.append(f"{k:<42} skipped: {v.get('reason', '')}")
+            continue
+        comp = "" if v["compile_s"] is None else f"{v['compile_s']:.3f}"
+        comp += {"cache": "*", "reused": "+"}.get(v.get("compile", ""), "")
+        out.append(f"{v['label'][:42]:<42} {v['rate']:>11.3e} {v['rate_median']:>10.3e} "
+                   f"{v['unit']:<15} {v['best_s']:>8.3f} {v['cpu_per_wall_best']:>8.2f} {v['rate_per_cpu_s']:>10.3e} {comp:>10} {str(v.get('sane', '')):>5}")
+    out.append("compile s: first call (compile, or * loaded from Numba's on-disk cache, "
+               "or + signature already compiled by an earlier figure); excluded from rates")
+    out.append("cpu/wall: CPU seconds of this process per wall second in the best repetition "
+               f"(about {m['threads']} for a kernel that had {m['threads']} dedicated cores); "
+               "per cpu-s: items per CPU-second of this process (less sensitive to other load)")
+    out += ["", f"{'ratios':<44} {'wall':>8} {'per cpu-s':>10}"]
+    for k, r in doc["ratios"].items():
+        rc = doc["ratios_per_cpu_s"].get(k)
+        out.append(f"  {k:<42} {r:7.2f}x " + (f"{rc:9.2f}x" if rc is not None else ""))
+    out.append("(wall: the figures above; per cpu-s: the same ratio of items per CPU-second, "
+               "a check on uneven background load; it is not the target measure)")
+    out += ["", "targets (on the slower of ou_exact_f64 / ou_em_f64):"]
+    for t in doc["targets"]:
+        if t["status"] == "skipped":
+            out.append(f"  [SKIP] {t['target']}")
+        else:
+            rc = t.get("ratio_per_cpu_s")
+            out.append(f"  [{t['status']}] {t['target']}: {t['ours']} / {t['against']} = "
+                       f"{t['ratio']:.2f}x (need {t['need']:g}x)"
+                       + (f"; per cpu-s {rc:.2f}x" if rc is not None else ""))
+    return "\n".join(out)
+
+
+def main(argv=None):
+    a = parse(argv)
+    T = choose_threads(a.threads)
+    try:
+        load_start = list(os.getloadavg())
+    except OSError:
+        load_start = None
+    import numba
+
+    M, S = a.walkers, a.steps
+    benches, results = [], {}
+
+    def add(factory, name):
+        try:
+            benches.append(factory())
+        except Skipped as e:
+            results[name] = {"status": "skipped", "reason": str(e)}
+            log(f"[skip] {name}: {e}")
+
+    add(lambda: OULanes(M, S, "exact", "float64"), "ou_exact_f64")
+    add(lambda: OULanes(M, S, "em", "float64"), "ou_em_f64")
+    add(lambda: OULanes(M, S, "exact", "float32"), "ou_exact_f32")
+    add(lambda: PhiloxRaw(M, S), "philox_raw")
+    if a.no_peers:
+        for name in ("numpy", "numpy_tuned", "torch", "jax"):
+            results[name] = {"status": "skipped", "reason": "--no-peers"}
+    else:
+        add(lambda: NumpyLoop(M, S), "numpy")
+        add(lambda: NumpyTuned(M, S, T), "numpy_tuned")
+        add(lambda: TorchLoop(M, S, T), "torch")
+        add(lambda: JaxScan(M, S), "jax")
+    if a.device == "cuda":
+        from numba import cuda
+
+        if not cuda.is_available():
+            for name in ("cuda_ou_exact_f64", "cuda_philox_raw", "torch_cuda"):
+                results[name] = {"status": "skipped", "reason": "numba.cuda.is_available() is False"}
+        else:
+            add(lambda: CudaOU(M, a.gpu_steps), "cuda_ou_exact_f64")
+            add(lambda: CudaPhiloxRaw(M, a.gpu_steps), "cuda_philox_raw")
+            if not a.no_peers:
+                add(lambda: TorchLoop(M, a.gpu_steps, T, device="cuda"), "torch_cuda")
+
+    ready = []
+    for b in benches:
+        log(f"[setup] {b.name} ...")
+        try:
+            b.setup()
+        except Skipped as e:
+            results[b.name] = {"status": "skipped", "reason": str(e)}
+            continue
+        ready.append(b)
+    for rep in range(a.reps):
+        for b in ready:
+            b.run()
+            log(f"[rep {rep + 1}/{a.reps}] {b.name:<20} {b.times[-1]:8.3f} s  "
+                f"{b.items() / b.times[-1]:.3e} {b.unit}")
+    order = [b.name for b in benches]
+    for b in ready:
+        results[b.name] = b.result()
+    results = {k: results[k] for k in order + [k for k in results if k not in order]}
+
+    machine = machine_info(T)
+    machine["loadavg_start"] = load_start
+    try:
+        machine["numba_threading_layer"] = numba.threading_layer()
+    except ValueError:
+        machine["numba_threading_layer"] = None
+    try:
+        machine["loadavg_end"] = list(os.getloadavg())
+    except OSError:
+        machine["loadavg_end"] = None
+    ratios, ratios_cpu, targets = compute_ratios(results)
+    doc = {"benchmark": "ou_ensemble",
+           "config": {"walkers": M, "steps": S, "gpu_steps": a.gpu_steps, "dim": 1,
+                      "dtype": "float64", "theta": THETA, "mu": MU, "sigma": SIGMA, "dt": DT,
+                      "seed": SEED, "reps": a.reps, "quick": a.quick, "device": a.device,
+                      "threads": T, "rate_from": "best repetition",
+                      "argv": sys.argv[1:] if argv is None else list(argv)},
+           "machine": machine, "results": results, "ratios": ratios,
+           "ratios_per_cpu_s": ratios_cpu, "targets": targets}
+    if a.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(fmt_table(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
