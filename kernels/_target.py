@@ -22,19 +22,21 @@ _REGISTRY = {}      # name -> plain Python function
 _CUDA_NS = None     # name -> cuda device function (built lazily)
 
 
-def scalar(fn=None, *, inline=True):
+def scalar(fn=None, *, inline=True, cpu=None):
     """Register ``fn`` as a scalar device function and return its CPU (njit) version.
 
     Small functions are inlined at the Numba IR level (``inline="always"``): LLVM does not
     inline across separately compiled Numba functions reliably, and a call left in a lane
     loop stops it from vectorising.  Large per-walker bodies pass ``inline=False``.
+    ``cpu`` optionally gives a CPU-only implementation with the same results (e.g. one that
+    uses an LLVM intrinsic); ``fn`` itself is what the GPU compiles.
     """
     def register(f):
         name = f.__name__
         if name in _REGISTRY and _REGISTRY[name].__module__ != f.__module__:
             raise RuntimeError(f"scalar name {name!r} registered twice")
         _REGISTRY[name] = f
-        return njit(inline="always" if inline else "never", **_OPTS)(f)
+        return njit(inline="always" if inline else "never", **_OPTS)(cpu or f)
     return register if fn is None else register(fn)
 
 

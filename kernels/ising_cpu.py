@@ -58,16 +58,20 @@ sums divided by L**2 at the end.
 Reference: U. Wolff, Phys. Rev. Lett. 62, 361 (1989); checkerboard decomposition as in
 Preis et al., J. Comput. Phys. 228, 4468 (2009).
 """
+import sys
+
 import numba
 import numpy as np
 from numba import prange
 
 from ._target import cpu_kernel, scalar
-from .philox import PURPOSE_DATASET, U0, U1, U2, U32, philox_words
+from .philox import PURPOSE_DATASET, U0, U1, U2, U16, U32, philox_words
 
 ISING_PURPOSE = np.uint64(PURPOSE_DATASET + 1)        # checkerboard Metropolis words
 ISING_WOLFF_PURPOSE = np.uint64(PURPOSE_DATASET + 2)  # Wolff seed-site and bond words
 TWO_M32 = 2.0 ** -32
+U8 = np.uint64(8)
+U24 = np.uint64(24)
 MAX_SWEEP = 2 ** 31          # step = 2 sweep + colour must fit in 32 bits
 MAX_COUNTER = 2 ** 32
 # Fewer replicas than threads: share the rows of each colour out only from this many sites
@@ -152,41 +156,132 @@ def as_batch(spins, *, even=False, writeable=True):
 
 
 # ---- checkerboard Metropolis ---------------------------------------------------------
+# The CPU kernel updates one colour of a run of whole rows ``i_lo .. i_hi - 1`` (a "chunk")
+# at a time, in flat branch-free loops that LLVM vectorises whatever L is:
+#   1. the chunk's Philox blocks, one lane per block; each word w becomes a one-byte site
+#      code (bit 0: the site is active, bit 1: w < T[3], bit 2: w < T[4]), four codes packed
+#      in a uint32 per block, so that byte k - 4 b_lo is the code of sub-lattice site k;
+#   2. the codes spread over the chunk's columns: sub-lattice site k is at the flat position
+#      i L + 2 m + j0 = 2 k + j0 (k = i L/2 + m, j0 = (i + colour) & 1), so a uint16 per k,
+#      ``code << 8 j0`` read as two bytes (little-endian), puts the code at its column and a
+#      0 (never flipped) at the other colour's;
+#   3. the chunk's L (i_hi - i_lo) flat positions, in int8 lanes: neighbour sum, s h, the
+#      code bit for that s h, and the new spin by a select.  The neighbours come from a
+#      copy of the chunk padded with the rows above and below (periodic in i); the periodic
+#      wrap in j is a select on a precomputed first/last-column pattern.  Only the other
+#      colour's spins are read as neighbours, and they do not change during the update.
+# T[a] = floor(p[a] 2**32) is the integer form of the documented acceptance rule: with
+# u = (w + 1) 2**-32 exact, u <= p  <=>  w + 1 <= p 2**32 (exact scaling by 2**32)
+# <=>  w + 1 <= floor(p 2**32)  <=>  w < T (w + 1 is an integer); p[0..2] = 1 accept always
+# (u <= 1), so only p[3] and p[4] need words.  Same words, same decisions, same bits.
+_LITTLE_ENDIAN = sys.byteorder == "little"
+CHUNK_SITES = 8192      # sites per chunk (scratch ~4 bytes a site, kept in L1/L2)
+ROWS_PER_TASK = 8       # rows schedule: rows per prange task
+
+
+def metropolis_thresholds(ptable):
+    """uint64 ``(T[3], T[4])`` with ``T = floor(p 2**32)``: ``u(w) <= p  <=>  w < T``.
+
+    ``ptable`` is ``metropolis_table(beta)``; its entries 0..2 must be exactly 1."""
+    p = np.asarray(ptable, dtype=np.float64)
+    if p.shape != (5,) or not np.all(p[:3] == 1.0) or not np.all((p >= 0.0) & (p <= 1.0)):
+        raise ValueError(f"not a Metropolis acceptance table: {p!r}")
+    return np.floor(p[3:] * 2.0 ** 32).astype(np.uint64)
+
+
 @cpu_kernel
-def _metropolis_row(spins, r, i, ptable, seed, walker, step):
-    """Update the sites of colour ``step & 1`` in row ``i`` of replica ``r``."""
+def _chunk_scratch(L, rows):
+    """Scratch for chunks of up to ``rows`` rows: (codes, wide, padded copy, column pattern,
+    spread shift pattern).  The patterns depend only on the position within the chunk."""
+    n = rows * L
+    codes = np.empty(n // 8 + 2, np.uint32)
+    wide = np.empty(n // 2, np.uint16)
+    ext = np.empty(n + 2 * L, np.int8)
+    edge = np.zeros(n, np.int8)          # 1: first column, 2: last column, else 0
+    half = L // 2
+    parity = np.empty(n // 2, np.uint8)  # 0 on the chunk's even rows, 1 on its odd rows
+    for i in range(rows):
+        edge[i * L] = 1
+        edge[i * L + L - 1] = 2
+        for m in range(half):
+            parity[i * half + m] = i & 1
+    return codes, wide, ext, edge, parity
+
+
+@cpu_kernel
+def _metropolis_chunk(spins, r, i_lo, i_hi, thresholds, seed, walker, step, codes, wide, ext,
+                      edge, parity):
+    """Update the sites of colour ``step & 1`` in rows ``i_lo .. i_hi - 1`` of replica ``r``
+    (scratch from ``_chunk_scratch`` for at least ``i_hi - i_lo`` rows)."""
     L = spins.shape[1]
     half = L // 2
-    colour = np.int64(step & U1)
-    ip = i + 1
-    if ip == L:
-        ip = 0
-    im = i - 1
+    t3 = thresholds[0]
+    t4 = thresholds[1]
+    # 1. Philox blocks -> site codes
+    k_lo = i_lo * half
+    nk = (i_hi - i_lo) * half
+    b_lo = k_lo >> 2
+    nb = ((k_lo + nk - 1) >> 2) - b_lo + 1
+    for b in range(nb):
+        w0, w1, w2, w3 = philox_words(seed, ISING_PURPOSE, walker, step, np.uint64(b_lo + b))
+        c0 = U1 | (np.uint64(w0 < t3) << U1) | (np.uint64(w0 < t4) << U2)
+        c1 = U1 | (np.uint64(w1 < t3) << U1) | (np.uint64(w1 < t4) << U2)
+        c2 = U1 | (np.uint64(w2 < t3) << U1) | (np.uint64(w2 < t4) << U2)
+        c3 = U1 | (np.uint64(w3 < t3) << U1) | (np.uint64(w3 < t4) << U2)
+        codes[b] = np.uint32(c0 | (c1 << U8) | (c2 << U16) | (c3 << U24))
+    code = codes.view(np.uint8)[k_lo - 4 * b_lo:]
+    # 2. spread over the columns (the chunk's first row has j0 = (i_lo + colour) & 1)
+    j0 = np.uint8((i_lo + np.int64(step & U1)) & 1)
+    for k in range(nk):
+        c = np.uint16(code[k])
+        if parity[k] != j0:
+            c = np.uint16(c << 8)
+        wide[k] = c
+    column_code = wide.view(np.uint8)
+    # 3. the flat positions; ext = [row i_lo - 1, rows i_lo .. i_hi - 1, row i_hi]
+    n = 2 * nk
+    lattice = spins[r]
+    im = i_lo - 1
     if im < 0:
         im = L - 1
-    j0 = (i + colour) & 1
-    kbase = i * half
-    w0 = U0
-    w1 = U0
-    w2 = U0
-    w3 = U0
-    for m in range(half):
-        k = kbase + m
-        q = k & 3
-        if q == 0 or m == 0:
-            w0, w1, w2, w3 = philox_words(seed, ISING_PURPOSE, walker, step, np.uint64(k >> 2))
-        j = 2 * m + j0
-        jp = j + 1
-        if jp == L:
-            jp = 0
-        jm = j - 1
-        if jm < 0:
-            jm = L - 1
-        s = np.int64(spins[r, i, j])
-        h = (np.int64(spins[r, ip, j]) + np.int64(spins[r, im, j])
-             + np.int64(spins[r, i, jp]) + np.int64(spins[r, i, jm]))
-        if ising_metropolis_accept(ptable, s, h, ising_pick_word(w0, w1, w2, w3, q)):
-            spins[r, i, j] = -s
+    ip = i_hi
+    if ip == L:
+        ip = 0
+    ext[0:L] = lattice[im]
+    ext[L + n:2 * L + n] = lattice[ip]
+    flat = lattice.reshape(L * L)[i_lo * L:i_hi * L]
+    ext[L:L + n] = flat
+    # (offset views, so that every loop index is a plain non-negative p: an index that
+    # might be negative gets Numba's wraparound select, and the loads become gathers)
+    above = ext[0:n]
+    below = ext[2 * L:2 * L + n]
+    centre = ext[L:L + n]
+    left = ext[L - 1:L - 1 + n]
+    right = ext[L + 1:L + 1 + n]
+    left_wrap = ext[2 * L - 1:2 * L - 1 + n]   # (i, L - 1), for the first column
+    right_wrap = ext[1:1 + n]                  # (i, 0), for the last column
+    for p in range(n):
+        s = centre[p]
+        sl = left[p]
+        sr = right[p]
+        e = edge[p]
+        if e == 1:
+            sl = left_wrap[p]
+        if e == 2:
+            sr = right_wrap[p]
+        h = np.int8(above[p] + below[p] + sl + sr)
+        sh = np.int8(-h)                   # s h
+        if s > 0:
+            sh = h
+        mask = np.uint8(1)                 # the code bit that decides this s h
+        if sh == 2:
+            mask = np.uint8(2)
+        if sh == 4:
+            mask = np.uint8(4)
+        snew = s
+        if np.uint8(column_code[p] & mask) != 0:   # (np.uint8 keeps the lanes 8 bits wide)
+            snew = np.int8(-s)
+        flat[p] = snew
 
 
 @cpu_kernel
@@ -220,32 +315,41 @@ def _record(spins, r, n, energy, magnetisation):
 
 
 @cpu_kernel(parallel=True)
-def _metropolis_kernel(spins, ptable, seed, first_sweep, n_sweeps, replica_offset,
+def _metropolis_kernel(spins, thresholds, seed, first_sweep, n_sweeps, replica_offset,
                        energy, magnetisation, by_replica):
     R = spins.shape[0]
     L = spins.shape[1]
     if by_replica:
         # whole replicas per thread: one parallel region, sweeps inside
+        rows = max(1, min(L, CHUNK_SITES // L))
         for r in prange(R):
+            codes, wide, ext, edge, parity = _chunk_scratch(L, rows)
             walker = replica_offset + np.uint64(r)
             for n in range(n_sweeps):
                 sweep = first_sweep + np.uint64(n)
                 for colour in range(2):
                     step = U2 * sweep + np.uint64(colour)
-                    for i in range(L):
-                        _metropolis_row(spins, r, i, ptable, seed, walker, step)
+                    for i_lo in range(0, L, rows):
+                        _metropolis_chunk(spins, np.int64(r), i_lo, min(L, i_lo + rows),
+                                          thresholds, seed, walker, step, codes, wide, ext,
+                                          edge, parity)
                 _record(spins, r, n, energy, magnetisation)
     else:
-        # rows of one colour in parallel, two regions per sweep
+        # rows of one colour in parallel, two regions per sweep; a task is a run of up to
+        # ROWS_PER_TASK rows of one replica
+        rows = min(L, ROWS_PER_TASK)
+        tasks_per_replica = (L + rows - 1) // rows
         for n in range(n_sweeps):
             sweep = first_sweep + np.uint64(n)
             for colour in range(2):
                 step = U2 * sweep + np.uint64(colour)
-                for t in prange(R * L):
-                    r = t // L
-                    i = t - r * L
-                    _metropolis_row(spins, r, i, ptable, seed, replica_offset + np.uint64(r),
-                                    step)
+                for task in prange(R * tasks_per_replica):
+                    codes, wide, ext, edge, parity = _chunk_scratch(L, rows)
+                    r = np.int64(task) // tasks_per_replica
+                    i_lo = (np.int64(task) - r * tasks_per_replica) * rows
+                    _metropolis_chunk(spins, r, i_lo, min(L, i_lo + rows), thresholds, seed,
+                                      replica_offset + np.uint64(r), step, codes, wide, ext,
+                                      edge, parity)
             if energy.shape[0] > 0:
                 for r in prange(R):
                     _record(spins, r, n, energy, magnetisation)
@@ -310,9 +414,11 @@ def metropolis_sweeps(spins, beta, seed, first_sweep, n_sweeps, replica_offset=0
                       or s3.size < ROW_PARALLEL_MIN_SITES)
     else:
         by_replica = schedule == "replicas"
-    _metropolis_kernel(s3, metropolis_table(beta), np.uint64(seed), np.uint64(first_sweep),
-                       np.int64(n_sweeps), np.uint64(replica_offset), energy, magnetisation,
-                       by_replica)
+    if not _LITTLE_ENDIAN:   # the packed site codes are read back as bytes (see above)
+        raise NotImplementedError("the CPU Metropolis kernel assumes a little-endian machine")
+    _metropolis_kernel(s3, metropolis_thresholds(metropolis_table(beta)), np.uint64(seed),
+                       np.uint64(first_sweep), np.int64(n_sweeps), np.uint64(replica_offset),
+                       energy, magnetisation, by_replica)
 
 
 # ---- Wolff cluster updates -----------------------------------------------------------

@@ -59,47 +59,55 @@ BAOAB = 2
 
 @cpu_kernel(parallel=True)
 def ou_lanes(seed, first_walker, step0, nsteps, A, B, C, x, rec_steps, rec_x):
-    """Advance OU walkers x[M, D] from step0 by nsteps; frames at rec_steps go to rec_x."""
+    """Advance OU walkers x[M, D] from step0 by nsteps; frames at rec_steps go to rec_x.
+
+    The normal stream is consumed in aligned groups of four elements (two Box-Muller pairs
+    per lane per pass: more independent work for the out-of-order core than one pair);
+    element j of a walker's stream is the same number as in ``normal_j``.
+    """
     M, D = x.shape
     wb0 = (first_walker // LANES) * LANES
     nblk = (first_walker + M - wb0 + LANES - 1) // LANES
     R = rec_steps.shape[0]
     useed = np.uint64(seed)
+    jend = (step0 + nsteps) * D
     for blk in numba_prange(nblk):
         base = wb0 + blk * LANES
         xs = np.zeros((D, LANES), dtype=x.dtype)
-        zc = np.empty(LANES, dtype=np.float64)
-        zs = np.empty(LANES, dtype=np.float64)
+        buf = np.empty((4, LANES), dtype=np.float64)
         for l in range(LANES):
             i = base + l - first_walker
             if i >= 0 and i < M:
                 for d in range(D):
                     xs[d, l] = x[i, d]
         r = 0
-        for n in range(step0, step0 + nsteps):
-            for d in range(D):
-                j = n * D + d
-                if (j & 1) == 0 or j == step0 * D:
-                    q = np.uint64(j >> 1)
-                    qlo = q & U_MASK
-                    qhi = q >> U_SHIFT
-                    for l in range(LANES):
-                        a, b = normal_pair(useed, U_NOISE, np.uint64(base + l), qlo, qhi)
-                        zc[l] = a
-                        zs[l] = b
-                if (j & 1) == 0:
-                    for l in range(LANES):
-                        xs[d, l] = A * xs[d, l] + B + C * zc[l]
-                else:
-                    for l in range(LANES):
-                        xs[d, l] = A * xs[d, l] + B + C * zs[l]
-            if r < R and rec_steps[r] == n + 1:
+        j = step0 * D
+        while j < jend:
+            jq = j - (j & 3)
+            q0 = np.uint64(jq >> 1)
+            q1 = q0 + U_ONE
+            for l in range(LANES):
+                w = np.uint64(base + l)
+                a0, b0 = normal_pair(useed, U_NOISE, w, q0 & U_MASK, q0 >> U_SHIFT)
+                a1, b1 = normal_pair(useed, U_NOISE, w, q1 & U_MASK, q1 >> U_SHIFT)
+                buf[0, l] = a0
+                buf[1, l] = b0
+                buf[2, l] = a1
+                buf[3, l] = b1
+            jstop = min(jq + 4, jend)
+            for jj in range(j, jstop):
+                d = jj % D
+                k = jj - jq
                 for l in range(LANES):
-                    i = base + l - first_walker
-                    if i >= 0 and i < M:
-                        for d in range(D):
-                            rec_x[r, i, d] = xs[d, l]
-                r += 1
+                    xs[d, l] = A * xs[d, l] + B + C * buf[k, l]
+                if d == D - 1 and r < R and rec_steps[r] == jj // D + 1:
+                    for l in range(LANES):
+                        i = base + l - first_walker
+                        if i >= 0 and i < M:
+                            for dd in range(D):
+                                rec_x[r, i, dd] = xs[dd, l]
+                    r += 1
+            j = jstop
         for l in range(LANES):
             i = base + l - first_walker
             if i >= 0 and i < M:

@@ -48,6 +48,7 @@ math library) and the GPU computes the same expressions.
 import math
 
 import numpy as np
+from numba.cpython.unsafe.numbers import leading_zeros
 
 from ._target import scalar
 
@@ -68,6 +69,8 @@ U16 = np.uint64(16)
 U27 = np.uint64(27)
 U32 = np.uint64(32)
 U52 = np.uint64(52)
+U10 = np.uint64(10)
+U63 = np.uint64(63)
 
 # purposes: the fourth counter word
 PURPOSE_NOISE = 1        # position noise (OU, overdamped Langevin, forward chains)
@@ -125,15 +128,14 @@ def uniform53(hi, lo):
     return float(bits53(hi, lo)) * TWO_M53
 
 
-@scalar
-def log_uniform53(hi, lo):
-    """log(uniform53(hi, lo)), branch-free and accurate to a few ulp.
+def _clz53_cpu(m):
+    return leading_zeros(m)
 
-    The argument is the integer m = n + 1 in [1, 2**53]; its binary exponent is found by a
-    branch-free binary search, the mantissa f in [sqrt(1/2), sqrt 2) by an integer shift, and
-    log f by the atanh series 2 s (1 + s^2/3 + ... + s^20/21), s = (f-1)/(f+1), |s| <= 0.1716.
-    """
-    m = bits53(hi, lo)
+
+@scalar(cpu=_clz53_cpu)
+def clz53(m):
+    """Leading zero bits of a uint64 1 <= m <= 2**53 (branch-free binary search; the CPU
+    build uses LLVM's ctlz intrinsic, with the same result)."""
     e = U0
     if (m >> (e + U32)) != U0:
         e = e + U32
@@ -147,8 +149,22 @@ def log_uniform53(hi, lo):
         e = e + U2
     if (m >> (e + U1)) != U0:
         e = e + U1
-    f = float(m) / float(U1 << e)                # in [1, 2), exact (m <= 2**53)
-    ef = float(e) - 53.0
+    return U63 - e
+
+
+@scalar
+def log_uniform53(hi, lo):
+    """log(uniform53(hi, lo)), branch-free and accurate to a few ulp.
+
+    The argument is the integer m = n + 1 in [1, 2**53]; with lz its leading zero bits the
+    mantissa f = m 2**(lz - 63) in [1, 2) is exact (``(m << (lz - 10)) >> 1``, lz >= 10),
+    the exponent is 10 - lz, f is folded into [sqrt(1/2), sqrt 2), and log f is the atanh
+    series 2 s (1 + s^2/3 + ... + s^20/21), s = (f-1)/(f+1), |s| <= 0.1716.
+    """
+    m = bits53(hi, lo)
+    lz = clz53(m)
+    f = float((m << (lz - U10)) >> U1) * TWO_M52   # in [1, 2), exact
+    ef = 10.0 - float(lz)
     if f > SQRT2:
         f = f * 0.5
         ef = ef + 1.0
