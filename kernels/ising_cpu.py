@@ -33,7 +33,9 @@ and the flip is accepted iff ``u <= p[(s h + 4) / 2]`` with the float64 table
 ``metropolis_table`` (NumPy ``exp``, so both targets use the very same table).  The
 acceptance probability is then ``floor(p 2**32) / 2**32``: within 2**-32 of the exact
 Metropolis probability, and exactly 1 for dE <= 0.  At T = 0.5 the smallest probability is
-exp(-16) ~ 1.1e-7, still resolved to ~2e-3 relative.
+exp(-16) ~ 1.1e-7, still resolved to ~2e-3 relative.  (The CPU kernel applies the same rule
+in the equivalent integer form ``w < floor(p 2**32)``; see the comment above
+``metropolis_thresholds``.)
 
 Counter layout: Wolff
 ---------------------
@@ -76,8 +78,10 @@ MAX_SWEEP = 2 ** 31          # step = 2 sweep + colour must fit in 32 bits
 MAX_COUNTER = 2 ** 32
 # Fewer replicas than threads: share the rows of each colour out only from this many sites
 # (R L**2) up.  Each sweep is then two parallel regions, whose start-up cost dominates small
-# lattices (measured on 2 cores: rows lose at L = 16, break even at L = 32, and win from
-# L = 64, by 1.3x there and ~1.8x from L = 128), and which stall when the cores are shared.
+# lattices (measured on 2 cores with the earlier, ~10x slower, per-site kernel: rows lost at
+# L = 16, broke even at L = 32, and won from L = 64, by 1.3x there and ~1.8x from L = 128;
+# with the vectorised kernel the break-even is at larger L), and which stall when the cores
+# are shared (on a loaded 2-core machine rows lose at every L measured, up to 1024).
 ROW_PARALLEL_MIN_SITES = 4096
 
 
@@ -175,8 +179,7 @@ def as_batch(spins, *, even=False, writeable=True):
 # <=>  w + 1 <= floor(p 2**32)  <=>  w < T (w + 1 is an integer); p[0..2] = 1 accept always
 # (u <= 1), so only p[3] and p[4] need words.  Same words, same decisions, same bits.
 _LITTLE_ENDIAN = sys.byteorder == "little"
-CHUNK_SITES = 8192      # sites per chunk (scratch ~4 bytes a site, kept in L1/L2)
-ROWS_PER_TASK = 8       # rows schedule: rows per prange task
+CHUNK_SITES = 16384     # sites per chunk (scratch ~4 bytes a site, kept in L2)
 
 
 def metropolis_thresholds(ptable):
@@ -190,29 +193,37 @@ def metropolis_thresholds(ptable):
 
 
 @cpu_kernel
-def _chunk_scratch(L, rows):
-    """Scratch for chunks of up to ``rows`` rows: (codes, wide, padded copy, column pattern,
-    spread shift pattern).  The patterns depend only on the position within the chunk."""
-    n = rows * L
-    codes = np.empty(n // 8 + 2, np.uint32)
-    wide = np.empty(n // 2, np.uint16)
-    ext = np.empty(n + 2 * L, np.int8)
-    edge = np.zeros(n, np.int8)          # 1: first column, 2: last column, else 0
+def _chunk_patterns(L, rows):
+    """The read-only patterns of chunks of up to ``rows`` rows (they depend only on the
+    position within the chunk): ``edge`` [rows L] int8, 1 on the first column, 2 on the
+    last, else 0; ``parity`` [rows L / 2] uint8, the chunk-relative row parity of each
+    sub-lattice site."""
+    edge = np.zeros(rows * L, np.int8)
     half = L // 2
-    parity = np.empty(n // 2, np.uint8)  # 0 on the chunk's even rows, 1 on its odd rows
+    parity = np.empty(rows * half, np.uint8)
     for i in range(rows):
         edge[i * L] = 1
         edge[i * L + L - 1] = 2
         for m in range(half):
             parity[i * half + m] = i & 1
-    return codes, wide, ext, edge, parity
+    return edge, parity
+
+
+@cpu_kernel
+def _chunk_buffers(n_buffers, L, rows):
+    """Per-thread scratch for chunks of up to ``rows`` rows: (codes, wide, ext)."""
+    n = rows * L
+    codes = np.empty((n_buffers, n // 8 + 2), np.uint32)
+    wide = np.empty((n_buffers, n // 2), np.uint16)
+    ext = np.empty((n_buffers, n + 2 * L), np.int8)
+    return codes, wide, ext
 
 
 @cpu_kernel
 def _metropolis_chunk(spins, r, i_lo, i_hi, thresholds, seed, walker, step, codes, wide, ext,
                       edge, parity):
     """Update the sites of colour ``step & 1`` in rows ``i_lo .. i_hi - 1`` of replica ``r``
-    (scratch from ``_chunk_scratch`` for at least ``i_hi - i_lo`` rows)."""
+    (scratch and patterns for at least ``i_hi - i_lo`` rows)."""
     L = spins.shape[1]
     half = L // 2
     t3 = thresholds[0]
@@ -247,12 +258,10 @@ def _metropolis_chunk(spins, r, i_lo, i_hi, thresholds, seed, walker, step, code
     ip = i_hi
     if ip == L:
         ip = 0
-    ext[0:L] = lattice[im]
-    ext[L + n:2 * L + n] = lattice[ip]
     flat = lattice.reshape(L * L)[i_lo * L:i_hi * L]
-    ext[L:L + n] = flat
-    # (offset views, so that every loop index is a plain non-negative p: an index that
-    # might be negative gets Numba's wraparound select, and the loads become gathers)
+    # (offset views, so that every loop index is a plain non-negative p or j: an index that
+    # might be negative gets Numba's wraparound select, and loads and stores become gathers
+    # and scatters; explicit loops: Numba's slice assignment is a much slower generic copy)
     above = ext[0:n]
     below = ext[2 * L:2 * L + n]
     centre = ext[L:L + n]
@@ -260,6 +269,15 @@ def _metropolis_chunk(spins, r, i_lo, i_hi, thresholds, seed, walker, step, code
     right = ext[L + 1:L + 1 + n]
     left_wrap = ext[2 * L - 1:2 * L - 1 + n]   # (i, L - 1), for the first column
     right_wrap = ext[1:1 + n]                  # (i, 0), for the last column
+    halo_top = ext[0:L]
+    halo_bottom = ext[L + n:2 * L + n]
+    row_im = lattice[im]
+    row_ip = lattice[ip]
+    for j in range(L):
+        halo_top[j] = row_im[j]
+        halo_bottom[j] = row_ip[j]
+    for p in range(n):
+        centre[p] = flat[p]
     for p in range(n):
         s = centre[p]
         sl = left[p]
@@ -316,14 +334,18 @@ def _record(spins, r, n, energy, magnetisation):
 
 @cpu_kernel(parallel=True)
 def _metropolis_kernel(spins, thresholds, seed, first_sweep, n_sweeps, replica_offset,
-                       energy, magnetisation, by_replica):
+                       energy, magnetisation, n_slots):
+    """``n_slots == 0``: whole replicas per thread; else the rows of each colour shared out
+    as ``n_slots`` contiguous runs.  Each colour of a replica is updated in chunks of up to
+    CHUNK_SITES sites (whole rows); the bits do not depend on any of this."""
     R = spins.shape[0]
     L = spins.shape[1]
-    if by_replica:
+    rows = max(1, min(L, CHUNK_SITES // L))
+    edge, parity = _chunk_patterns(L, rows)
+    if n_slots == 0:
         # whole replicas per thread: one parallel region, sweeps inside
-        rows = max(1, min(L, CHUNK_SITES // L))
         for r in prange(R):
-            codes, wide, ext, edge, parity = _chunk_scratch(L, rows)
+            codes, wide, ext = _chunk_buffers(1, L, rows)
             walker = replica_offset + np.uint64(r)
             for n in range(n_sweeps):
                 sweep = first_sweep + np.uint64(n)
@@ -331,25 +353,29 @@ def _metropolis_kernel(spins, thresholds, seed, first_sweep, n_sweeps, replica_o
                     step = U2 * sweep + np.uint64(colour)
                     for i_lo in range(0, L, rows):
                         _metropolis_chunk(spins, np.int64(r), i_lo, min(L, i_lo + rows),
-                                          thresholds, seed, walker, step, codes, wide, ext,
-                                          edge, parity)
+                                          thresholds, seed, walker, step, codes[0], wide[0],
+                                          ext[0], edge, parity)
                 _record(spins, r, n, energy, magnetisation)
     else:
-        # rows of one colour in parallel, two regions per sweep; a task is a run of up to
-        # ROWS_PER_TASK rows of one replica
-        rows = min(L, ROWS_PER_TASK)
-        tasks_per_replica = (L + rows - 1) // rows
+        # rows in parallel, two regions per sweep: slot t updates the rows t R L / n_slots
+        # .. (t + 1) R L / n_slots - 1 of the batch (rows of all replicas, in order)
+        codes, wide, ext = _chunk_buffers(n_slots, L, rows)
+        total = R * L
         for n in range(n_sweeps):
             sweep = first_sweep + np.uint64(n)
             for colour in range(2):
                 step = U2 * sweep + np.uint64(colour)
-                for task in prange(R * tasks_per_replica):
-                    codes, wide, ext, edge, parity = _chunk_scratch(L, rows)
-                    r = np.int64(task) // tasks_per_replica
-                    i_lo = (np.int64(task) - r * tasks_per_replica) * rows
-                    _metropolis_chunk(spins, r, i_lo, min(L, i_lo + rows), thresholds, seed,
-                                      replica_offset + np.uint64(r), step, codes, wide, ext,
-                                      edge, parity)
+                for t in prange(n_slots):
+                    g = np.int64(t) * total // n_slots
+                    g_hi = (np.int64(t) + 1) * total // n_slots
+                    while g < g_hi:
+                        r = g // L
+                        i_lo = g - r * L
+                        i_hi = min(L, i_lo + rows, i_lo + g_hi - g)
+                        _metropolis_chunk(spins, r, i_lo, i_hi, thresholds, seed,
+                                          replica_offset + np.uint64(r), step, codes[t],
+                                          wide[t], ext[t], edge, parity)
+                        g += i_hi - i_lo
             if energy.shape[0] > 0:
                 for r in prange(R):
                     _record(spins, r, n, energy, magnetisation)
@@ -409,16 +435,17 @@ def metropolis_sweeps(spins, beta, seed, first_sweep, n_sweeps, replica_offset=0
     if n_sweeps == 0 or s3.shape[0] == 0:
         return
     # (decided here: numba.get_num_threads() inside a kernel defeats its on-disk cache)
+    threads = numba.get_num_threads()
     if schedule == "auto":
-        by_replica = (s3.shape[0] >= numba.get_num_threads()
-                      or s3.size < ROW_PARALLEL_MIN_SITES)
+        by_replica = s3.shape[0] >= threads or s3.size < ROW_PARALLEL_MIN_SITES
     else:
         by_replica = schedule == "replicas"
+    n_slots = 0 if by_replica else max(1, min(threads, s3.shape[0] * s3.shape[1]))
     if not _LITTLE_ENDIAN:   # the packed site codes are read back as bytes (see above)
         raise NotImplementedError("the CPU Metropolis kernel assumes a little-endian machine")
     _metropolis_kernel(s3, metropolis_thresholds(metropolis_table(beta)), np.uint64(seed),
                        np.uint64(first_sweep), np.int64(n_sweeps), np.uint64(replica_offset),
-                       energy, magnetisation, by_replica)
+                       energy, magnetisation, np.int64(n_slots))
 
 
 # ---- Wolff cluster updates -----------------------------------------------------------

@@ -165,31 +165,35 @@ def walker_run(i, kind, pid, D, seed, first_walker, step0, nsteps, total, dt, kT
             if ab_dim >= 0:
                 x_ab = xl[ab_dim]
             jn = np.uint64(n * D)
-            if kind == 0:
-                for d in range(D):
-                    z = normal_j(useed, U_NOISE, w, jn + np.uint64(d))
-                    xl[d] = xl[d] - g[d] * dt / gamma + sq_em * z
-            elif kind == 1:
+            # one call site for the noise (Numba inlines it at every site it appears)
+            purpose = U_NOISE
+            a_h = 0.0
+            sd_h = 0.0
+            if kind == 1:
                 kk = pb[0]
-                a = math.exp(-kk * dt / gamma)
-                sd = math.sqrt(kT / kk * (1.0 - a * a))
-                for d in range(D):
-                    z = normal_j(useed, U_NOISE, w, jn + np.uint64(d))
-                    c = 0.0
-                    if d == 0:
-                        c = pb[1]
-                    xl[d] = c + (xl[d] - c) * a + sd * z
-            else:
+                a_h = math.exp(-kk * dt / gamma)
+                sd_h = math.sqrt(kT / kk * (1.0 - a_h * a_h))
+            elif kind == 2:
+                purpose = U_VNOISE
                 for d in range(D):
                     vl[d] = vl[d] - 0.5 * dt * g[d] / mass
                     xl[d] = xl[d] + 0.5 * dt * vl[d]
-                ke = 0.0
-                for d in range(D):
+            ke = 0.0
+            for d in range(D):
+                z = normal_j(useed, purpose, w, jn + np.uint64(d))
+                if kind == 0:
+                    xl[d] = xl[d] - g[d] * dt / gamma + sq_em * z
+                elif kind == 1:
+                    c = 0.0
+                    if d == 0:
+                        c = pb[1]
+                    xl[d] = c + (xl[d] - c) * a_h + sd_h * z
+                else:
                     ke -= vl[d] * vl[d]
-                    xi = normal_j(useed, U_VNOISE, w, jn + np.uint64(d))
-                    vl[d] = c1 * vl[d] + sq_o * xi
+                    vl[d] = c1 * vl[d] + sq_o * z
                     ke += vl[d] * vl[d]
                     xl[d] = xl[d] + 0.5 * dt * vl[d]
+            if kind == 2:
                 Q += 0.5 * mass * ke
             U_b = energy_grad(pid, xl, D, pb, g)
             if kind == 2:

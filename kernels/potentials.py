@@ -33,7 +33,7 @@ MB_Y0 = np.array([0.0, 0.5, 1.5, 1.0])
 LOG_2PI = 1.8378770664093453
 
 
-@scalar
+@scalar(inline=False)
 def energy_grad(pid, x, D, p, g):
     """U(x; p) for potential ``pid``; grad U written into g[0:D]."""
     if pid == 0:
