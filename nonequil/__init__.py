@@ -25,6 +25,11 @@ _EXPORTS = {
     "GENERATORS": ("nonequil.datasets", "GENERATORS"),
     "generate_dataset": ("nonequil.datasets", "generate"),
     "write_dataset": ("nonequil.datasets", "write_dataset"),
+    # score models and training
+    "train": ("nonequil.train", "train"),
+    "TrainConfig": ("nonequil.train", "TrainConfig"),
+    "MLPScoreModel": ("nonequil.models", "MLPScoreModel"),
+    "load_model": ("nonequil.models", "load"),
     # analytic thermodynamics and metrics (modules)
     "analytic": ("nonequil.analytic", None),
     "metrics": ("nonequil.metrics", None),
