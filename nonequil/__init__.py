@@ -30,6 +30,10 @@ _EXPORTS = {
     "TrainConfig": ("nonequil.train", "TrainConfig"),
     "MLPScoreModel": ("nonequil.models", "MLPScoreModel"),
     "load_model": ("nonequil.models", "load"),
+    # reverse samplers and likelihood
+    "sample": ("nonequil.samplers", "sample"),
+    "SAMPLERS": ("nonequil.samplers", "SAMPLERS"),
+    "ode_likelihood": ("nonequil.samplers", "ode_likelihood"),
     # analytic thermodynamics and metrics (modules)
     "analytic": ("nonequil.analytic", None),
     "metrics": ("nonequil.metrics", None),
