@@ -14,7 +14,6 @@ of (seed, purpose, walker, step, coordinate), the result does not depend on the 
 the thread count, the device or a resume.
 """
 import dataclasses
-import fcntl
 import glob
 import json
 import math
@@ -26,6 +25,7 @@ import numpy as np
 
 from . import potentials as pots
 from .errors import InputError, RunError
+from .store import OutputLock
 
 PROCESS_KEYS = {
     "ou": {"theta": 1.0, "mu": 0.0, "sigma": 1.0},
@@ -522,38 +522,6 @@ def _parameters_attrs(plan):
     return attrs
 
 
-class _Lock:
-    """An exclusive advisory lock on OUT.partial.lock: a second writer is refused."""
-
-    def __init__(self, path):
-        self.path = path
-        while True:
-            self.fh = open(path, "a+")
-            try:
-                fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                self.fh.close()
-                raise InputError(f"another process is writing "
-                                 f"{path[:-len('.partial.lock')]} (its lock file is held); "
-                                 "wait for it or choose another --out") from None
-            # the holder may have removed the file between our open and our lock: only a
-            # lock on the file that is still at ``path`` counts
-            try:
-                if os.stat(path).st_ino == os.fstat(self.fh.fileno()).st_ino:
-                    return
-            except FileNotFoundError:
-                pass
-            self.fh.close()
-
-    def release(self, remove=True):
-        if remove:
-            try:
-                os.remove(self.path)
-            except OSError:
-                pass
-        self.fh.close()
-
-
 def simulate(config=None, *, out=None, resume=False, callback=None, chunk_seconds=2.0,
              max_chunk_steps=None, warn=None, **kwargs):
     """Run a simulation; see the module docstring.
@@ -682,7 +650,7 @@ def _run_file(plan, x, v, out, resume, callback, warn, chunk_seconds, max_chunk_
         raise InputError(f"--out {out}: directory {d} does not exist")
     partial = out + ".partial"
     ckpt = partial + ".ckpt"
-    lock = _Lock(partial + ".lock")
+    lock = OutputLock(partial + ".lock", out)
     writer = None
     for stale in glob.glob(glob.escape(ckpt) + ".tmp*") + glob.glob(glob.escape(partial)
                                                                      + ".new"):

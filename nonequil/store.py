@@ -409,3 +409,37 @@ def write_samples(out, samples, attrs=None, extra=None, prov=None):
             os.remove(partial)
         raise
     return out
+
+
+# ---------------------------------------------------------------- output lock
+class OutputLock:
+    """An exclusive advisory lock on ``OUT.partial.lock``: a second writer is refused."""
+
+    def __init__(self, path, out):
+        import fcntl
+
+        self.path = path
+        while True:
+            self.fh = open(path, "a+")
+            try:
+                fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self.fh.close()
+                raise InputError(f"another process is writing {out} (its lock file {path} "
+                                 "is held); wait for it or choose another --out") from None
+            # the holder may have removed the file between our open and our lock: only a
+            # lock on the file that is still at ``path`` counts
+            try:
+                if os.stat(path).st_ino == os.fstat(self.fh.fileno()).st_ino:
+                    return
+            except FileNotFoundError:
+                pass
+            self.fh.close()
+
+    def release(self, remove=True):
+        if remove:
+            try:
+                os.remove(self.path)
+            except OSError:
+                pass
+        self.fh.close()

@@ -89,7 +89,6 @@ from step 0 with a warning when there is none.  A non-finite loss or gradient st
 with a ``RunError`` naming the step and the kept checkpoint (the last good state).
 """
 import dataclasses
-import fcntl
 import hashlib
 import json
 import math
@@ -614,27 +613,6 @@ class _NonFinite(Exception):
         self.step, self.what, self.value = step, what, value
 
 
-class _Lock:
-    """An exclusive advisory lock on OUT.partial.lock: a second writer is refused."""
-
-    def __init__(self, path, out):
-        self.path = path
-        self.fh = open(path, "a+")
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.fh.close()
-            raise InputError(f"another process is writing {out} (its lock file {path} is "
-                             "held); wait for it or choose another --out") from None
-
-    def release(self):
-        try:
-            os.remove(self.path)
-        except OSError:
-            pass
-        self.fh.close()
-
-
 def train(data, config=None, *, out=None, resume=False, callback=None, warn=None, note=None,
           dataset="/samples", checkpoint_seconds=10.0, checkpoint_steps=None, threads=None,
           **overrides):
@@ -709,7 +687,7 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
               checkpoint_steps):
     import h5py
 
-    from .store import (provenance, read_checkpoint, remove_checkpoint, write_attrs,
+    from .store import (OutputLock, provenance, read_checkpoint, remove_checkpoint, write_attrs,
                         write_checkpoint)
 
     partial = out + ".partial"
@@ -719,7 +697,7 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
                   "blas_threads": tr.threads}
     prov = provenance(dict(ident, data=source, data_sha256=fp, effective_batch=tr.B),
                       "cpu", cfg.dtype, {"seed": str(cfg.seed), "blas_threads": tr.threads})
-    lock = _Lock(partial + ".lock", out)
+    lock = OutputLock(partial + ".lock", out)
     m = tr.model
     try:
         start = 0
