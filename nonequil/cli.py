@@ -78,6 +78,23 @@ def parse_sets(items):
     return out
 
 
+def parse_set_strings(items, example="--set kT=0.5"):
+    """['kT=0.5', 'ends=periodic'] -> {'kT': '0.5', 'ends': 'periodic'} (values kept as text
+    for verbs that type them per key); a repeated key is an error."""
+    from .errors import InputError
+
+    out = {}
+    for item in items:
+        key, eq, val = item.partition("=")
+        key = key.strip()
+        if not eq or not key or not val.strip():
+            raise InputError(f"--set {item!r}: expected NAME=VALUE (e.g. {example})")
+        if key in out:
+            raise InputError(f"--set {key} is given twice")
+        out[key] = val.strip()
+    return out
+
+
 def _fix_negative_values(argv):
     """Join ``--opt -0.5,1.5`` into ``--opt=-0.5,1.5`` (argparse reads it as a flag)."""
     out = []

@@ -37,18 +37,9 @@ def add(sub, base, run):
 
 
 def _parse_sets(items):
-    from .errors import InputError
+    from .cli import parse_set_strings
 
-    out = {}
-    for item in items:
-        key, eq, val = item.partition("=")
-        key = key.strip()
-        if not eq or not key or not val.strip():
-            raise InputError(f"--set {item!r}: expected KEY=VALUE (e.g. --set kT=0.5)")
-        if key in out:
-            raise InputError(f"--set {key} is given twice")
-        out[key] = val.strip()
-    return out
+    return parse_set_strings(items, "--set kT=0.5")
 
 
 class _Progress:
