@@ -576,19 +576,24 @@ def mlp_forward_rows_into(theta, offsets, act, X, Y):
             for r in range(nr):
                 for j in range(nout):
                     acc[r, j] = 0
+            # weights through slices (a computed index into theta gets a negative-index
+            # check that stops vectorisation) and no buffer swap (aliasing): same sums
             for i in range(nin):
-                wrow = w0 + i * nout
+                wr = theta[w0 + i * nout:w0 + (i + 1) * nout]
                 for r in range(nr):
                     x = h[r, i]
                     for j in range(nout):
-                        acc[r, j] += x * theta[wrow + j]
+                        acc[r, j] += x * wr[j]
+            bb = theta[b0:b0 + nout]
             if l == L - 1:
                 for r in range(nr):
                     for j in range(nout):
-                        Y[r0 + r, j] = acc[r, j] + theta[b0 + j]
+                        Y[r0 + r, j] = acc[r, j] + bb[j]
             else:
-                _bias_act(acc[:nr, :nout], theta[b0:b0 + nout], act)
-                h, acc = acc, h
+                _bias_act(acc[:nr, :nout], bb, act)
+                for r in range(nr):
+                    for j in range(nout):
+                        h[r, j] = acc[r, j]
 
 
 @cpu_kernel
