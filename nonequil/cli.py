@@ -27,7 +27,7 @@ def _common():
     g.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     run = argparse.ArgumentParser(add_help=False)
     g = run.add_argument_group("run flags")
-    g.add_argument("--seed", type=_seed, default=0,
+    g.add_argument("--seed", type=seed_type, default=0,
                    help="Philox seed, 0..2**64-1 (default 0)")
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where the kernels run (default cpu)")
@@ -36,7 +36,7 @@ def _common():
     return base, run
 
 
-def _seed(text):
+def seed_type(text):
     try:
         v = int(text, 0)
     except ValueError:
@@ -44,6 +44,20 @@ def _seed(text):
     if not 0 <= v < 2**64:
         raise argparse.ArgumentTypeError(f"seed {v} out of range 0..2**64-1")
     return v
+
+
+def int_at_least(lo, what="count"):
+    """An argparse type: an integer >= lo (messages name ``what``)."""
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: expected an integer "
+                                             f">= {lo}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"invalid {what} {v}: expected an integer >= {lo}")
+        return v
+    return parse
 
 
 def _number(text):

@@ -3,31 +3,14 @@
 Light at import (argparse only): numpy, scipy and h5py are imported inside the handler.
 The metrics and their JSON keys are documented in :mod:`nonequil.compare`.
 """
-import argparse
 import sys
+
+from .cli import int_at_least, seed_type
 
 LAWS = ("double-well", "harmonic", "muller-brown", "gaussian-mixture", "harmonic-chain", "ising")
 
 
-def _seed(text):
-    try:
-        v = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: expected an integer") from None
-    if not 0 <= v < 2**64:
-        raise argparse.ArgumentTypeError(f"seed {v} out of range 0..2**64-1")
-    return v
-
-
-def _count(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected an integer >= 0") \
-            from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"invalid count {v}: expected an integer >= 0")
-    return v
+_count = int_at_least(0)
 
 
 def add(sub, base, run):
@@ -56,7 +39,7 @@ def add(sub, base, run):
     p.add_argument("--reference-dataset", metavar="PATH",
                    help="dataset in DATA.h5 (default: the same as --dataset)")
     p.add_argument("--json", action="store_true", help="print only a JSON object on stdout")
-    p.add_argument("--seed", type=_seed, default=0,
+    p.add_argument("--seed", type=seed_type, default=0,
                    help="seed of the sliced-W1 directions, the MMD bandwidth subsample and "
                    "the pairwise subsample (default 0)")
     p.add_argument("--max-coordinates", type=_count, default=16, metavar="K",

@@ -20,30 +20,12 @@ file (exists, HDF5, has a /model group of a score model), the sampler and its op
 file is written as ``SAMPLES.h5.partial`` and renamed on success; on an error it is removed,
 except after a blow-up (non-finite samples), when it is kept for inspection and named.
 """
-import argparse
 import os
 
+from .cli import int_at_least
 
-def _positive(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected an integer >= 1") \
-            from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"invalid count {v}: expected an integer >= 1")
-    return v
-
-
-def _nonneg(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid index {text!r}: expected an integer >= 0") \
-            from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"invalid index {v}: expected an integer >= 0")
-    return v
+_positive = int_at_least(1)
+_nonneg = int_at_least(0, "index")
 
 
 def add(sub, base, run):
