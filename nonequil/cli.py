@@ -135,40 +135,57 @@ def _end_progress_line():
         _OPEN_LINE[0] = False
 
 
-class Progress:
-    """A throttled one-line progress report on stderr."""
+def _simulate_line(info):
+    frac = info["step"] / info["steps"]
+    rate = info.get("walker_steps_per_s", float("nan"))
+    eta = info["elapsed"] * (1 - frac) / frac if frac > 0 else float("nan")
+    return (f"step {info['step']}/{info['steps']} ({100 * frac:5.1f}%), {info['frames']} "
+            f"frames, {rate:.3g} walker-steps/s, ETA {eta:5.1f} s")
 
-    def __init__(self, quiet, label):
-        self.quiet, self.label = quiet, label
+
+def _step_done(info):
+    return info["step"] >= info["steps"]
+
+
+class Progress:
+    """A throttled one-line progress report on stderr, shared by every verb.
+
+    ``fmt(info) -> text`` and ``done(info) -> bool`` adapt it to a verb's callback dicts
+    (the defaults read ``simulate``'s).  An open line is ended before any note, warning or
+    ``error:`` line, so those always start a line of their own.
+    """
+
+    def __init__(self, quiet, label, fmt=_simulate_line, done=_step_done):
+        self.quiet, self.label, self.fmt, self.done = quiet, label, fmt, done
         self.last = 0.0
-        self.shown = False
+        self.width = 0
 
     def __call__(self, info):
         if self.quiet:
             return
         now = time.perf_counter()
-        done = info["step"] >= info["steps"]
+        done = self.done(info)
         if now - self.last < 0.5 and not done:
             return
         self.last = now
-        frac = info["step"] / info["steps"]
-        rate = info.get("walker_steps_per_s", float("nan"))
-        eta = info["elapsed"] * (1 - frac) / frac if frac > 0 else float("nan")
-        sys.stderr.write(f"\r{self.label}: step {info['step']}/{info['steps']} "
-                         f"({100 * frac:5.1f}%), {info['frames']} frames, "
-                         f"{rate:.3g} walker-steps/s, ETA {eta:5.1f} s ")
+        text = f"{self.label}: {self.fmt(info)}"
+        sys.stderr.write("\r" + text.ljust(self.width))
+        self.width = len(text)
         sys.stderr.flush()
-        self.shown = not done
-        _OPEN_LINE[0] = self.shown
+        _OPEN_LINE[0] = True
         if done:
-            sys.stderr.write("\n")
+            _end_progress_line()
+
+    def end_line(self):
+        _end_progress_line()
 
     def note(self, msg):
-        if self.shown:
-            sys.stderr.write("\n")
-            self.shown = False
-            _OPEN_LINE[0] = False
-        sys.stderr.write(f"{msg}\n")
+        if not self.quiet:
+            _end_progress_line()
+            sys.stderr.write(f"{msg}\n")
+
+    def warn(self, msg):
+        warn(msg)
 
 
 def warn(msg):

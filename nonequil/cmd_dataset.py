@@ -4,8 +4,6 @@ Only argparse-level imports here: ``nonequil.datasets`` (numpy, numba, scipy, h5
 imported inside the handler, and by ``dataset --help`` to list the generators and keys.
 """
 import argparse
-import sys
-import time
 
 
 def add(sub, base, run):
@@ -42,37 +40,12 @@ def _parse_sets(items):
     return parse_set_strings(items, "--set kT=0.5")
 
 
-class _Progress:
-    """Throttled one-line progress on stderr (silent with --quiet)."""
+def _dataset_line(info):
+    return f"{info['stage']} {info['done']}/{info['total']}"
 
-    def __init__(self, quiet, label):
-        self.quiet, self.label, self.last, self.open = quiet, label, 0.0, False
-        self.width = 0
 
-    def __call__(self, info):
-        if self.quiet:
-            return
-        now = time.perf_counter()
-        done = info["done"] >= info["total"]
-        if now - self.last < 0.5 and not done:
-            return
-        self.last = now
-        text = f"{self.label}: {info['stage']} {info['done']}/{info['total']}"
-        sys.stderr.write("\r" + text.ljust(self.width))
-        self.width = len(text)
-        sys.stderr.flush()
-        self.open = True
-
-    def end_line(self):
-        if self.open:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-            self.open = False
-
-    def note(self, msg):
-        if not self.quiet:
-            self.end_line()
-            sys.stderr.write(msg + "\n")
+def _dataset_done(info):
+    return info["done"] >= info["total"]
 
 
 def _cmd_dataset(a):
@@ -82,7 +55,9 @@ def _cmd_dataset(a):
     params = _parse_sets(a.set)
     check_out_path(a.out)
     resolve(a.name, params, a.method, a.n, a.device)     # every check before any work
-    prog = _Progress(a.quiet, f"dataset {a.name}")
+    from .cli import Progress
+
+    prog = Progress(a.quiet, f"dataset {a.name}", _dataset_line, _dataset_done)
     try:
         ds = write_dataset(a.out, a.name, a.n, params, a.method, a.seed, a.device, prog)
     except BaseException:

@@ -4,7 +4,6 @@
 Only argparse-level imports here: ``nonequil.train`` (numpy, numba, h5py) is imported inside
 the handler.
 """
-import sys
 import time
 
 PROCESSES = ("vp", "subvp", "ve", "ddpm", "binomial")
@@ -47,42 +46,10 @@ def _parse_sets(items):
     return parse_set_strings(items, "--set lr=1e-3")
 
 
-class _Progress:
-    """Throttled one-line progress on stderr: step, loss, rate, ETA (silent with --quiet)."""
-
-    def __init__(self, quiet):
-        self.quiet, self.last, self.open = quiet, 0.0, False
-
-    def __call__(self, info):
-        if self.quiet:
-            return
-        now = time.perf_counter()
-        done = info["step"] >= info["steps"]
-        if now - self.last < 0.5 and not done:
-            return
-        self.last = now
-        sys.stderr.write(f"\rtrain: step {info['step']}/{info['steps']} "
-                         f"({100.0 * info['step'] / info['steps']:5.1f}%), loss "
-                         f"{info['loss_avg']:.4g}, {info['steps_per_s']:.3g} steps/s, "
-                         f"ETA {info['eta']:6.1f} s ")
-        sys.stderr.flush()
-        self.open = not done
-        if done:
-            sys.stderr.write("\n")
-
-    def note(self, msg):
-        if self.quiet:
-            return
-        if self.open:
-            sys.stderr.write("\n")
-            self.open = False
-        sys.stderr.write(msg + "\n")
-
-    def warn(self, msg):
-        if self.open:
-            sys.stderr.write("\n")
-            self.open = False
-        sys.stderr.write(f"warning: {msg}\n")
+def _train_line(info):
+    return (f"step {info['step']}/{info['steps']} ({100.0 * info['step'] / info['steps']:5.1f}%), "
+            f"loss {info['loss_avg']:.4g}, {info['steps_per_s']:.3g} steps/s, "
+            f"ETA {info['eta']:6.1f} s")
 
 
 def _cmd_train(a):
@@ -102,7 +69,9 @@ def _cmd_train(a):
 
         raise InputError(f"--checkpoint-every must be > 0 seconds, got {a.checkpoint_every}")
     cfg = config_from_sets(_parse_sets(a.set), a.process, **fields)
-    prog = _Progress(a.quiet)
+    from .cli import Progress
+
+    prog = Progress(a.quiet, "train", _train_line)
     t0 = time.perf_counter()
     model = train(a.data, cfg, out=a.out, resume=a.resume, callback=prog, warn=prog.warn,
                   note=lambda m: prog.note(f"note: {m}"), dataset=a.dataset,
