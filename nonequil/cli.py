@@ -265,8 +265,10 @@ def _cmd_inspect(a):
 VERBS = [_add_simulate, _add_inspect]
 # verbs defined in their own light modules: each has ``add(sub, base, run)`` and imports its
 # heavy modules inside the handler only
+# Verb modules, each with ``add(sub, base, run)``; a module not (yet) present is skipped.
 VERB_MODULES = ["nonequil.cmd_dataset", "nonequil.cmd_compare", "nonequil.cmd_train",
-                "nonequil.cmd_sample"]
+                "nonequil.cmd_sample", "nonequil.cmd_likelihood", "nonequil.cmd_gan",
+                "nonequil.cmd_experiment", "nonequil.cmd_bench", "nonequil.cmd_sweep"]
 
 
 def _verb_adders():
