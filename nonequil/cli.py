@@ -226,7 +226,15 @@ def _add_simulate(sub, base, run):
     p.add_argument("--method", choices=("exact", "em"),
                    help="ou: exact (default) or em; langevin: em (default) or exact "
                    "(harmonic only)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint "
+                   "(sharded: finished shards are kept, partial ones resumed)")
+    g = p.add_argument_group("distributed (needs Dask: pip install 'nonequil[dask]')")
+    g.add_argument("--cluster", metavar="local:N", help="start a local Dask cluster of N "
+                   "worker processes and shard the walkers over them")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="shard the walkers over the "
+                   "workers of a running Dask scheduler, e.g. tcp://10.0.0.1:8786")
+    g.add_argument("--shards", type=int_at_least(1, "shard count"), help="number of walker "
+                   "shards, each its own H5MD file next to --out (default: one per worker)")
     p.set_defaults(handler=_cmd_simulate, needs_out=True)
 
 
@@ -243,10 +251,35 @@ def _cmd_simulate(a):
                            first_walker=a.first_walker, record_every=a.record_every, x0=x0,
                            init=a.init, absorb=a.absorb, seed=a.seed, device=a.device,
                            precision=a.precision, method=a.method, dim=a.dim)
+    if a.cluster or a.scheduler or a.shards:
+        return _simulate_sharded(a, cfg)
     prog = Progress(a.quiet, "simulate")
     simulate(cfg, out=a.out, resume=a.resume, callback=prog, warn=warn)
     if not a.quiet:
         prog.note(f"wrote {a.out}")
+
+
+def _shard_line(info):
+    return (f"shard {info['shard']} {info['status']} in {info['seconds']:.1f} s; "
+            f"{info['done']}/{info['total']} shards done")
+
+
+def _simulate_sharded(a, cfg):
+    from . import distributed as dist
+
+    if a.shards and not (a.cluster or a.scheduler):
+        raise CLIError("nonequil simulate: --shards needs --cluster local:N or --scheduler "
+                       "ADDRESS")
+    n = dist.check_target(a.scheduler, a.cluster)
+    dist.prepare_sharded(cfg, a.out, shards=a.shards, workers=n, resume=a.resume)
+    prog = Progress(a.quiet, "simulate", _shard_line, lambda i: i["done"] >= i["total"])
+    with dist.connect(a.scheduler, a.cluster) as client:
+        res = dist.simulate_sharded(cfg, a.out, client, shards=a.shards, resume=a.resume,
+                                    callback=prog, extra={"cluster": a.cluster or a.scheduler})
+    if not a.quiet:
+        kept = sum(r["status"] == "kept" for r in res)
+        prog.note(f"wrote {a.out}: {len(res)} shards" + (f" ({kept} kept from before)"
+                                                          if kept else ""))
 
 
 def _add_inspect(sub, base, run):
@@ -260,6 +293,10 @@ def _cmd_inspect(a):
     from .store import describe
 
     print(describe(a.file))
+    from .distributed import shard_lines
+
+    for line in shard_lines(a.file):
+        print(line)
 
 
 VERBS = [_add_simulate, _add_inspect]
