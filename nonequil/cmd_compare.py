@@ -44,6 +44,16 @@ def add(sub, base, run):
                    "the pairwise subsample (default 0)")
     p.add_argument("--max-coordinates", type=_count, default=16, metavar="K",
                    help="per-coordinate metrics for the first K coordinates (default 16)")
+    p.add_argument("--reweight", action="store_true",
+                   help="also importance-weight the samples to the exact law (from "
+                   "--analytic, else the law the --reference data file names, else the one "
+                   "nonequil sample --log-weights recorded) with /log_proposal of SAMPLES.h5: "
+                   "reweighted free energy -kT log mean(w), effective sample size, "
+                   "self-normalised observables, each against its exact value with bootstrap "
+                   "SEs (keys reweight_*; nonequil.reweight)")
+    p.add_argument("--log-density-dataset", default="/log_proposal", metavar="PATH",
+                   help="--reweight: the per-sample log-densities in SAMPLES.h5 (default "
+                   "/log_proposal)")
     p.set_defaults(handler=_cmd_compare, needs_out=False)
 
 
@@ -101,10 +111,12 @@ def table(result, header=()):
 
 
 def _cmd_compare(a):
-    import json
-
     from .errors import InputError
 
+    if a.reference is None and a.analytic is None and a.reweight:
+        res, header = _reweight(a, None, [])
+        _print(a, res, header)
+        return
     if (a.reference is None) == (a.analytic is None):
         raise InputError("give exactly one of --reference DATA.h5 (a sample set) or "
                          f"--analytic NAME (one of {', '.join(LAWS)})")
@@ -123,6 +135,8 @@ def _cmd_compare(a):
         C._resolve(a.analytic, params)  # unknown keys / bad values before reading any file
 
     x = _read(a.samples, a.dataset, "samples file")
+    if a.reweight:
+        _log_density(a, x)          # checked before any work
     header = [f"samples:   {a.samples}:{a.dataset}  shape {x.shape}  dtype {x.dtype}"]
     if a.reference is not None:
         rds = a.reference_dataset or a.dataset
@@ -154,7 +168,84 @@ def _cmd_compare(a):
         header.append(f"analytic:  {a.analytic} ({shown})")
     header.append("se: standard error (independent samples assumed; Ising observables use "
                   "tau_int); *_exact: exact values")
+    if a.reweight:
+        extra, header = _reweight(a, params, header, x)
+        res.update(extra)
+    _print(a, res, header)
+
+
+def _print(a, res, header):
+    import json
+
     if a.json:
         sys.stdout.write(json.dumps(res, indent=2, allow_nan=False) + "\n")
     else:
         sys.stdout.write(table(res, header + [""]) + "\n")
+
+
+def _reweight(a, params, header, x=None):
+    """The reweight_* keys (nonequil.reweight.reweight_to_analytic) and the header lines."""
+    import json
+
+    import h5py
+
+    from .cli import warn
+    from .errors import InputError
+    from .reweight import law_of_data_file, reweight_to_analytic
+
+    if x is None:
+        x = _read(a.samples, a.dataset, "samples file")
+    lq = _log_density(a, x)
+    with h5py.File(a.samples, "r") as f:
+        at = {k: (v.decode() if isinstance(v, bytes) else v)
+              for k, v in f[a.log_density_dataset].attrs.items()}
+    if a.analytic is not None:
+        law, how = (a.analytic, params), "--analytic"
+    elif a.reference is not None:
+        law, how = law_of_data_file(a.reference, a.reference_dataset or a.dataset), a.reference
+        if law is None:
+            raise InputError(f"--reweight: {a.reference} names no exact law (no generator "
+                             "attribute nonequil compare knows); give --analytic NAME "
+                             "[--set ...]")
+    else:
+        name = at.get("law")
+        if not name:
+            raise InputError(f"--reweight: {a.samples} records no exact law; give --analytic "
+                             f"NAME [--set ...] (one of {', '.join(LAWS)})")
+        law = (str(name), json.loads(at["law_parameters"]))
+        how = f"{a.samples} (the law of the model's training data)"
+    try:
+        out = reweight_to_analytic(x, lq, law[0], law[1], seed=a.seed)
+    except InputError as e:
+        raise InputError(f"{a.samples}:{a.dataset}: {e}") from None
+    if "Hutchinson" in str(at.get("meaning", "")):
+        warn("the log-densities use Hutchinson's trace estimator: exponentiated, they give "
+             "biased weights (E[exp(noisy log q)] != q)")
+    if out["reweight_low_ess"]["value"]:
+        warn(f"effective sample size {out['reweight_ess']['value']:.3g} is below 1 % of the "
+             f"{x.shape[0]} samples: the reweighted estimates and their error bars are "
+             "unreliable")
+    shown = ", ".join(f"{k}={v}" for k, v in (law[1] or {}).items()) or "defaults"
+    header = list(header) + [f"reweighted to {law[0]} ({shown}) from {how}, log-densities "
+                             f"{a.samples}:{a.log_density_dataset}; se: bootstrap"]
+    return out, header
+
+
+def _log_density(a, x):
+    """The per-sample log-densities of SAMPLES.h5 (checked: present, finite, one per sample)."""
+    import h5py
+
+    from .errors import InputError
+    from .store import read_samples
+
+    with h5py.File(a.samples, "r") as f:
+        present = a.log_density_dataset in f
+    if not present:
+        raise InputError(f"--reweight: {a.samples} has no {a.log_density_dataset}; write it "
+                         "with nonequil sample --log-weights (or name the dataset with "
+                         "--log-density-dataset)")
+    lq = read_samples(a.samples, a.log_density_dataset)
+    if lq.ndim != 1 or lq.shape[0] != x.shape[0]:
+        raise InputError(f"{a.samples}:{a.log_density_dataset} has shape {lq.shape}; expected "
+                         f"one log-density per sample, shape [{x.shape[0]}]")
+    return lq

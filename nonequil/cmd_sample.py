@@ -60,6 +60,14 @@ def add(sub, base, run):
                    help="CPU engine: auto (default), fused, blas, rows, python")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema",
                    help="network weights: the EMA (default) or the raw weights")
+    # --- log-densities for reweighting (nonequil.reweight) ---
+    p.add_argument("--log-weights", action="store_true",
+                   help="also store each sample's log-density under the sampler in "
+                   "/log_proposal (ode with --set method=rk45: the exact ODE density; em, "
+                   "ancestral, pc with denoise=false, binomial: the log path ratio), and "
+                   "/log_weights = -U/kT - log_proposal when the model's training data file "
+                   "names its energy; see nonequil compare --reweight")
+    # --- end log-densities ---
     p.set_defaults(handler=_cmd_sample, needs_out=True)
 
 
@@ -103,6 +111,15 @@ def _cmd_sample(a):
     model = models.load(a.model)
     cfg = samplers.prepare(model, a.sampler, a.steps, a.seed, a.device, a.engine, a.weights,
                            **opts)
+    if getattr(a, "log_weights", False):              # --- log-densities: check first
+        from .reweight import check_log_density
+
+        if a.record_every is not None:
+            raise InputError("--log-weights and --record-every cannot be combined; drop "
+                             "one of them")
+        opts = check_log_density(cfg, opts)
+        cfg = samplers.prepare(model, a.sampler, a.steps, a.seed, a.device, a.engine,
+                               a.weights, **opts)
     if a.first_sample + a.n > 2**32:
         raise InputError(f"--first-sample {a.first_sample} + --n {a.n} must be at most 2**32")
     steps = cfg["steps"]
@@ -158,7 +175,8 @@ def _cmd_sample(a):
         try:
             res = samplers.sample(model, a.n, cfg["sampler"], steps, a.seed, a.device,
                                   a.record_every, prog, a.first_sample, a.batch, a.engine,
-                                  a.weights, trajectory=trajectory, **opts)
+                                  a.weights, trajectory=trajectory,
+                                  log_density=getattr(a, "log_weights", False), **opts)
         except RunError as e:
             keep = True
             raise RunError(f"{e}; partial file kept: {partial}") from None
@@ -173,6 +191,8 @@ def _cmd_sample(a):
                  "units": "bits decoded as " + (getattr(model, "data_encoding", None) or "bits")
                  if binary else "data units of the model's training set"}
         write_attrs(ds, attrs)
+        if res.log_proposal is not None:          # --- log-densities (nonequil.reweight)
+            _write_log_weights(f, a, res, prog)
         f.flush()
         f.close()
         os.replace(partial, out)
@@ -188,3 +208,36 @@ def _cmd_sample(a):
     if not a.quiet:
         prog.note(f"wrote {out}: {a.n} samples, sampler {cfg['sampler']}, {steps} steps "
                   f"({res.info['seconds']:.1f} s)")
+
+
+# --- log-densities for reweighting (nonequil.reweight) ---
+def _write_log_weights(f, a, res, prog):
+    """/log_proposal [n] and, when the model's training data names its law, /log_weights."""
+    import json
+
+    from .errors import InputError
+    from .reweight import law_of_model_file, log_weights
+    from .store import write_attrs
+
+    d = f.create_dataset("log_proposal", data=res.log_proposal)
+    attrs = {"units": "nats; density per unit volume of data (normalisation Jacobian "
+             "included)", "meaning": res.info.get("note", ""),
+             "sampler": res.info["sampler"]}
+    law = law_of_model_file(a.model)
+    if law is not None:
+        try:
+            lw = log_weights(res.samples, res.log_proposal, *law)
+        except InputError as e:
+            prog.note(f"note: no /log_weights: the training law {law[0]} does not apply ({e})")
+            law = None
+    if law is not None:
+        attrs.update({"law": law[0], "law_parameters": json.dumps(law[1], sort_keys=True)})
+        w = f.create_dataset("log_weights", data=lw)
+        write_attrs(w, {"law": law[0], "law_parameters": json.dumps(law[1], sort_keys=True),
+                        "meaning": "log w = -U(x)/kT - log_proposal (unnormalised)"})
+    elif not a.quiet:
+        prog.note("note: the model's training data file names no known energy; stored "
+                  "/log_proposal only (reweight with nonequil compare --reweight --analytic "
+                  "NAME)")
+    write_attrs(d, attrs)
+# --- end log-densities ---

@@ -106,6 +106,12 @@ Ising (``--analytic ising``, samples ``[N, L, L]`` of +-1):
 ``specific_heat_per_spin`` and ``_exact`` (Kaufman), ``binder_cumulant``, and
 ``log_likelihood`` / ``log_likelihood_exact`` under the exact Boltzmann law.
 
+Keys, ``--reweight`` (samples with per-sample log-densities ``/log_proposal``)
+---------------------------------------------------------------------------
+``reweight_*``: importance weights ``exp(-U/kT) / q`` towards the exact law, with the
+free energy, effective sample size and self-normalised observables against their exact
+values; see :func:`nonequil.reweight.reweight_to_analytic`.
+
 Analytic laws and their parameters (defaults in brackets)
 ---------------------------------------------------------
 ``double-well``: ``a`` [1], ``b`` [0], ``kT`` [1], ``k_perp`` [1]: ``U = a (x0^2 - 1)^2 + b x0

@@ -96,7 +96,10 @@ Also here
   (for ``ode``, the probability-flow map);
 * ``ode_likelihood(model, x, ...)``: the log-density of data points under the probability-flow
   ODE (exact Jacobian trace by backward passes of the network up to
-  ``EXACT_TRACE_MAX_DIM`` dimensions, Hutchinson above), in data units;
+  ``EXACT_TRACE_MAX_DIM`` dimensions, Hutchinson above), in data units; it lives in
+  ``nonequil.likelihood`` with the variational bounds and is re-exported here;
+* ``sample(..., log_density=True)``: each sample's log-density (ode, RK45) or log path
+  ratio (em, ancestral, pc, binomial) for importance weights (``nonequil.reweight``);
 * ``prepare(...)``: validation and the stage plan without sampling (the CLI validates with it
   before creating any file).
 
@@ -553,6 +556,7 @@ class SampleResult:
     frame_steps: np.ndarray = None
     frame_times: np.ndarray = None
     info: dict = dataclasses.field(default_factory=dict)
+    log_proposal: np.ndarray = None     # [n] with log_density=True (nonequil.reweight)
 
 
 def frame_steps_for(steps, record_every):
@@ -715,7 +719,7 @@ def prepare(model, sampler=None, steps=None, seed=0, device="cpu", engine="auto"
 
 def sample(model, n, sampler=None, steps=None, seed=0, device="cpu", record_every=None,
            callback=None, first_sample=0, batch=None, engine="auto", weights="ema",
-           t_eps=None, trajectory=None, **options):
+           t_eps=None, trajectory=None, log_density=False, **options):
     """Draw ``n`` samples (see the module docstring) and return a ``SampleResult``.
 
     ``first_sample``: absolute index of the first sample (samples first..first+n-1).
@@ -726,12 +730,25 @@ def sample(model, n, sampler=None, steps=None, seed=0, device="cpu", record_ever
     collecting them in the result.  ``callback(info)`` gets ``{"step", "steps", "samples",
     "n", "frames", "elapsed", "walker_steps_per_s"}`` during the run.  ``weights``: ``"ema"``
     (default) or ``"raw"`` MLP weights.  Options per sampler: see ``SAMPLERS[name].options``.
+    ``log_density=True``: also return ``log_proposal [n]``, each sample's log-density under
+    the sampler (ode with method rk45) or its log path ratio (em, ancestral, pc, binomial),
+    for importance weights (``nonequil.reweight``; em and pc then default to denoise=false;
+    runs on the CPU with the Python engine; no trajectory recording).
     """
     n = _validate_int("n", n, 1, 2**32)
     first_sample = _validate_int("first_sample", first_sample, 0, 2**32 - 1)
     if first_sample + n > 2**32:
         raise InputError("first_sample + n must be at most 2**32 (walker indices are 32-bit)")
     cfg = prepare(model, sampler, steps, seed, device, engine, weights, t_eps, **options)
+    if log_density:                                   # --- log-densities (nonequil.reweight)
+        from .reweight import check_log_density
+
+        if record_every is not None:
+            raise InputError("log-densities and trajectory recording cannot be combined; "
+                             "drop --record-every (or --log-weights)")
+        opts = check_log_density(cfg, options)
+        if opts != options:
+            cfg = prepare(model, sampler, steps, seed, device, engine, weights, t_eps, **opts)
     if record_every is not None:
         record_every = _validate_int("record_every", record_every, 1)
     if batch is not None:
@@ -747,10 +764,21 @@ def sample(model, n, sampler=None, steps=None, seed=0, device="cpu", record_ever
     t0 = time.perf_counter()
     seed = cfg["seed"]
     if cfg["sampler"] == "binomial":
-        return _sample_binomial(cfg, n, first_sample, bs, fsteps, callback, trajectory, t0)
+        return _sample_binomial(cfg, n, first_sample, bs, fsteps, callback, trajectory, t0,
+                                log_density)
     if plan.pilot:
         _pilot(model, cfg["parts"], plan, cfg["tm"], seed, int(cfg["opts"]["pilot"]),
                float(cfg["opts"]["snr"]))
+    if log_density:                                   # --- log-densities (nonequil.reweight)
+        from .reweight import sample_log_density
+
+        xs, lq, extra = sample_log_density(cfg, n, first_sample, bs, callback)
+        info = dict(sampler=cfg["sampler"], steps=steps, seed=seed, options=cfg["opts"],
+                    engine="python" if cfg["sampler"] != "ode" else "rk45", device="cpu",
+                    first_sample=first_sample, t_eps=float(plan.grid[-1]),
+                    t_max=float(plan.grid[0]), weights=cfg["weights"],
+                    seconds=time.perf_counter() - t0, **extra)
+        return SampleResult(xs, info=info, log_proposal=lq)
     shape = (n,) + tuple(model.data_shape)
     samples = np.empty(shape)
     frames = np.empty((R, n, D)) if R and trajectory is None else None
@@ -903,7 +931,8 @@ def _decode_bits(model, bits):
     return bits.astype(np.int8)
 
 
-def _sample_binomial(cfg, n, first_sample, bs, fsteps, callback, trajectory, t0):
+def _sample_binomial(cfg, n, first_sample, bs, fsteps, callback, trajectory, t0,
+                     log_density=False):
     from kernels.reverse_cpu import bit_flips
 
     model, steps, seed = cfg["model"], cfg["steps"], cfg["seed"]
@@ -914,6 +943,7 @@ def _sample_binomial(cfg, n, first_sample, bs, fsteps, callback, trajectory, t0)
     R = fsteps.size
     frames = np.empty((R, n, D), np.int8) if R and trajectory is None else None
     kw = {"weights": cfg["weights"]} if hasattr(model, "ema") else {}
+    logq = np.full(n, -D * math.log(2.0)) if log_density else None     # prior 2^-D
     nb = (n + bs - 1) // bs
     for bi, a in enumerate(range(0, n, bs)):
         b = min(n, a + bs)
@@ -927,7 +957,12 @@ def _sample_binomial(cfg, n, first_sample, bs, fsteps, callback, trajectory, t0)
                 t = T - k + 1
                 p = np.asarray(model.prob_prev(x.reshape((b - a,) + tuple(model.data_shape)),
                                                t, **kw), np.float64).reshape(b - a, D)
+                x_old = x.copy() if log_density else None
                 bit_flips(seed, PURPOSE_BITS, first, k, np.ascontiguousarray(p), x)
+                if log_density:                       # path ratio (nonequil.reweight)
+                    from .reweight import binomial_log_ratio
+
+                    logq[a:b] += binomial_log_ratio(model.process, x_old, x, p, t)
             while r < R and fsteps[r] == k:
                 rec[r] = _decode_bits(model, x)
                 r += 1
@@ -947,7 +982,7 @@ def _sample_binomial(cfg, n, first_sample, bs, fsteps, callback, trajectory, t0)
                 device="cpu", first_sample=first_sample, network_evaluations_per_sample=steps,
                 weights=cfg["weights"], seconds=time.perf_counter() - t0)
     times = (T - fsteps).astype(np.float64) if R else None
-    return SampleResult(samples, frames, fsteps if R else None, times, info)
+    return SampleResult(samples, frames, fsteps if R else None, times, info, logq)
 
 
 # ====================================================================== likelihood
@@ -955,211 +990,8 @@ PURPOSE_PROBE = 51          # PURPOSE_SAMPLE + 3: Hutchinson probes
 EXACT_TRACE_MAX_DIM = 64    # trace="auto": exact up to this dimension, Hutchinson above
 
 
-@dataclasses.dataclass
-class LikelihoodResult:
-    """``logp [N]``: log-density of each point in data units (nats), i.e. the model's density
-    of x in the coordinates of the data (the normalisation's Jacobian included);
-    ``nll_nats_per_sample``/``nll_nats_per_dim`` the mean negative log-likelihood and ``se``
-    its standard error over the points (per sample; divide by D for per dim); ``y_T`` the
-    points mapped to t_max (normalised units); ``info``: method, trace, evaluations."""
-    logp: np.ndarray
-    nll_nats_per_sample: float
-    nll_nats_per_dim: float
-    se: float
-    y_T: np.ndarray = None
-    info: dict = dataclasses.field(default_factory=dict)
+def ode_likelihood(*args, **kwargs):
+    """``nonequil.likelihood.ode_likelihood`` (kept here for existing callers)."""
+    from .likelihood import ode_likelihood as f
 
-
-class _Div:
-    """F(y, t) = P y + Q o(y, t) of the probability-flow ODE and its divergence."""
-
-    def __init__(self, model, parts, tm, trace, probes):
-        self.model, self.parts, self.tm = model, parts, tm
-        self.trace, self.v = trace, probes
-        self.nfev = 0
-
-    def _net_jac(self, y, tau):
-        """(o, tr d o / d y) (or v^T (d o / d y) v) of the MLP at y [B, D], via backward
-        passes of kernels.mlp_cpu: D passes (exact) or one (Hutchinson)."""
-        from kernels import mlp_cpu
-
-        theta, offsets, act, freqs = self.parts
-        B, D = y.shape
-        X = np.empty((B, offsets[0, 2]), theta.dtype)
-        X[:, :D] = y
-        F = freqs.size
-        emb = np.empty(2 * F)
-        for q in range(F):
-            emb[q], emb[F + q] = mlp_cpu.time_sincos(float(freqs[q]), float(tau))
-        X[:, D:] = emb
-        o, cache = mlp_cpu.mlp_forward_cache(theta, offsets, act, X)
-        if self.trace == "exact":
-            tr = np.zeros(B)
-            dY = np.zeros((B, D), theta.dtype)
-            for k in range(D):
-                dY[:, :] = 0
-                dY[:, k] = 1
-                _, dX = mlp_cpu.mlp_backward(theta, offsets, act, cache, dY)
-                tr += dX[:, k]
-        else:
-            v = self.v.astype(theta.dtype)
-            _, dX = mlp_cpu.mlp_backward(theta, offsets, act, cache, np.ascontiguousarray(v))
-            tr = np.sum(np.asarray(dX[:, :D], np.float64) * self.v, axis=1)
-        return np.asarray(o, np.float64), tr
-
-    def _eps_jac(self, y, t):
-        """Exact scores: eps and its Jacobian trace by central differences (step 1e-5 of the
-        scale of y; the error is O(h^2), below 1e-9 for smooth scores)."""
-        o = self.model.eps_normalised(y, t)
-        B, D = y.shape
-        h = 1e-5 * max(1.0, float(np.max(np.abs(y))) if y.size else 1.0)
-        if self.trace == "exact":
-            tr = np.zeros(B)
-            for k in range(D):
-                yp = y.copy()
-                ym = y.copy()
-                yp[:, k] += h
-                ym[:, k] -= h
-                tr += (self.model.eps_normalised(yp, t)[:, k]
-                       - self.model.eps_normalised(ym, t)[:, k]) / (2 * h)
-        else:
-            d = (self.model.eps_normalised(y + h * self.v, t)
-                 - self.model.eps_normalised(y - h * self.v, t)) / (2 * h)
-            tr = np.sum(d * self.v, axis=1)
-        return o, tr
-
-    def __call__(self, y, t):
-        P, Q = _pf_coef(self.tm, t)
-        P, Q = float(P), float(Q)
-        self.nfev += 1
-        if self.parts is not None:
-            o, tr = self._net_jac(y, float(self.tm.tau(t)))
-        else:
-            o, tr = self._eps_jac(y, t)
-        return P * y + Q * o, P * y.shape[1] + Q * tr
-
-
-def ode_likelihood(model, x, method="rk45", steps=None, rtol=1e-6, atol=1e-6, trace="auto",
-                   prior_logp=None, seed=0, first_sample=0, batch=4096, weights="ema",
-                   t_eps=None, callback=None):
-    r"""Log-likelihood of data points ``x [N, *data_shape]`` (data units) under the model's
-    probability-flow ODE (Song et al. 2021; the instantaneous change of variables of Chen et
-    al. 2018).
-
-    With ``y = normalise(x)`` placed at t_eps and ``dy/dt = F(y, t) = f y - g^2 s / 2``
-    integrated up to t_max::
-
-        log p(y) = log p_T(y_T) + int_{t_eps}^{t_max} div F(y_t, t) dt,
-        log p_x(x) = log p(y) + log |det dy/dx|   (-sum_d log s_d, or log |det W| for PCA)
-
-    so the model density is that of p_{t_eps}, the data blurred by the forward process to
-    t_eps (sigma ~ 0.01 in normalised units for VP), as in Song et al. 2021.
-
-    * ``method``: ``"rk45"`` (SciPy ``solve_ivp`` on the flattened batch, ``rtol``/``atol``;
-      the step control couples the points of a batch, so results depend on ``batch`` within
-      the tolerances) or ``"heun"`` with ``steps`` fixed steps (default 500; batch-invariant).
-    * ``trace``: ``"exact"`` (D backward passes of the network per evaluation; for exact
-      scores, central differences), ``"hutchinson"`` (one Rademacher probe v per point, from
-      Philox purpose 51 at the point's absolute index ``first_sample + i``, fixed along the
-      path: unbiased for log p but noisy; exponentiating it gives biased weights), or
-      ``"auto"``: exact up to ``EXACT_TRACE_MAX_DIM`` dimensions, Hutchinson above.
-    * ``prior_logp(y_T) -> [N]``: the log-density at t_max (normalised units); default the
-      prior ``N(0, prior_std^2 I)``.  Pass the exact terminal marginal to test the ODE alone.
-    """
-    from kernels import streams
-
-    model = as_model(model, t_eps=t_eps)
-    name = _process_name(model)
-    if name not in CONTINUOUS:
-        raise InputError(f"the probability-flow likelihood needs a continuous-time process "
-                         f"(vp, subvp, ve); this model's process is {name}")
-    if method not in ("rk45", "heun"):
-        raise InputError(f"method {method!r}; valid: rk45, heun")
-    D = int(model.dim)
-    if trace == "auto":
-        trace = "exact" if D <= EXACT_TRACE_MAX_DIM else "hutchinson"
-    if trace not in ("exact", "hutchinson"):
-        raise InputError(f"trace {trace!r}; valid: auto, exact, hutchinson")
-    steps = 500 if steps is None else _validate_int("steps", steps, 1, 2**31 - 1)
-    batch = _validate_int("batch", batch, 1)
-    seed = _validate_int("seed", seed, 0, 2**64 - 1)
-    parts = _mlp_parts(model, weights)
-    tm = _Times(model, parts is not None)
-    x = np.asarray(x, np.float64).reshape(-1, D)
-    if x.shape[0] < 1 or not np.all(np.isfinite(x)):
-        raise InputError("the points must be a non-empty array of finite numbers")
-    if parts is not None:
-        y_all = model.normalise(x)
-        W = getattr(model, "whiten", None)          # log |det d y / d x|
-        log_scale = (-float(np.linalg.slogdet(W)[1]) if W is not None else
-                     float(np.sum(np.log(model.std))))
-    else:
-        y_all = x.copy()
-        log_scale = 0.0
-    t0, t1 = float(model.t_eps), float(model.t_max)
-    N = x.shape[0]
-    logp = np.empty(N)
-    yT_all = np.empty_like(y_all)
-    nfev = 0
-    tstart = time.perf_counter()
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=_threads(model), user_api="blas"):
-        for a in range(0, N, batch):
-            b = min(N, a + batch)
-            y = y_all[a:b].copy()
-            B = b - a
-            v = None
-            if trace == "hutchinson":
-                u = np.empty((B, D))
-                streams.uniforms(seed, PURPOSE_PROBE, first_sample + a, 0, u)
-                v = np.where(u <= 0.5, -1.0, 1.0)
-            div = _Div(model, parts, tm, trace, v)
-            if method == "rk45":
-                from scipy.integrate import solve_ivp
-
-                def fun(t, z):
-                    dy, dl = div(z[:B * D].reshape(B, D), t)
-                    return np.concatenate([dy.ravel(), dl])
-
-                sol = solve_ivp(fun, (t0, t1), np.concatenate([y.ravel(), np.zeros(B)]),
-                                method="RK45", rtol=rtol, atol=atol)
-                if not sol.success:
-                    raise RunError(f"ode likelihood: RK45 failed ({sol.message})")
-                z = sol.y[:, -1]
-                y, ell = z[:B * D].reshape(B, D), z[B * D:]
-            else:
-                grid = np.linspace(t0, t1, steps + 1)
-                ell = np.zeros(B)
-                for k in range(steps):
-                    h = grid[k + 1] - grid[k]
-                    d1, l1 = div(y, grid[k])
-                    yt = y + h * d1
-                    d2, l2 = div(yt, grid[k + 1])
-                    y = y + 0.5 * h * (d1 + d2)
-                    ell = ell + 0.5 * h * (l1 + l2)
-            nfev += div.nfev
-            if prior_logp is None:
-                ps = float(model.prior_std)
-                lp = -0.5 * np.sum(y * y, axis=1) / ps**2 - 0.5 * D * math.log(2 * math.pi *
-                                                                               ps**2)
-            else:
-                lp = np.asarray(prior_logp(y), np.float64).reshape(B)
-            logp[a:b] = lp + ell - log_scale
-            yT_all[a:b] = y
-            if callback is not None:
-                el = time.perf_counter() - tstart
-                callback({"step": b, "steps": N, "frames": 0, "elapsed": el,
-                          "walker_steps_per_s": b / el if el > 0 else float("nan")})
-    if not np.all(np.isfinite(logp)):
-        raise RunError("ode likelihood: a log-density is not finite; the model's score is "
-                       "broken on these points")
-    nll = -float(np.mean(logp))
-    se = float(np.std(logp, ddof=1) / math.sqrt(N)) if N > 1 else float("nan")
-    info = dict(method=method, trace=trace, rtol=rtol, atol=atol,
-                steps=steps if method == "heun" else None, t_eps=t0, t_max=t1,
-                network_evaluations=nfev, weights=weights,
-                note="density of p_{t_eps}; data units (normalisation Jacobian included)"
-                + ("; Hutchinson trace: unbiased for log p, biased after exp()"
-                   if trace == "hutchinson" else ""))
-    return LikelihoodResult(logp, nll, nll / D, se, yT_all, info)
+    return f(*args, **kwargs)
