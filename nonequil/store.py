@@ -15,21 +15,46 @@ Frames are appended in chunks (resizable, chunked datasets) and the file is flus
 every append.  h5py's default libver, no SWMR: a killed writer leaves a file that reopens
 without h5clear.  Time is ``step * dt`` from the integer step.
 
+Files are opened without HDF5's chunk cache (``rdcc_nbytes=0``): every write reaches the
+disk inside the call that makes it, so a failing write (a full disk) raises there, as a
+``RunError`` naming the file, instead of surfacing later while HDF5 evicts its cache (where
+h5py can only print it, and the process may crash on exit).  A disk-full error leaves the
+frames committed so far and the last checkpoint intact.
+
 Checkpoints are ``FILE.h5.ckpt``: a magic line, the sha256 of the payload, then an ``.npz``
 payload.  They are written to a temporary file, fsynced and renamed; the previous one is
 kept as ``.ckpt.prev`` and used (with a warning) when the newest is corrupt.
 """
+import errno
 import hashlib
 import io
 import json
 import os
+import re
 import sys
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, RunError
 
 CKPT_MAGIC = b"NONEQUIL-CKPT-1\n"
+# HDF5 file options for every file nonequil writes: no chunk cache (see the module docstring)
+H5_WRITE_OPTS = {"rdcc_nbytes": 0}
+
+
+def write_failed(path, err, what="write to", resumable=True):
+    """A ``RunError`` for a failed write (disk full, quota, I/O error) that names the file."""
+    text = str(err)
+    reason = (getattr(err, "strerror", None) or text).split(" (")[0].strip() or repr(err)
+    m = re.search(r"error message = '([^']+)'", text)     # HDF5's errno text
+    if m and m.group(1) not in reason:
+        reason = f"{reason}: {m.group(1)}"
+    full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or \
+        "No space left" in text or "errno = 28" in text
+    hint = "the disk is full: free space" if full else "fix the cause"
+    then = ("then rerun with --resume (what was committed before, and the last checkpoint, "
+            "are kept)" if resumable else "then run it again")
+    return RunError(f"cannot {what} {path}: {reason}; {hint}, {then}")
 
 
 # ---------------------------------------------------------------- provenance
@@ -85,7 +110,15 @@ class H5MDWriter:
     def create(cls, path, M, D, dt, *, velocity, observables, dtype, parameters, prov):
         import h5py
 
-        f = h5py.File(path, "w")
+        f = h5py.File(path, "w", **H5_WRITE_OPTS)
+        try:
+            return cls._build(f, path, M, D, dt, velocity, observables, dtype, parameters, prov)
+        except (OSError, RuntimeError) as e:
+            _close_quietly(f)
+            raise write_failed(path, e, "create") from None
+
+    @classmethod
+    def _build(cls, f, path, M, D, dt, velocity, observables, dtype, parameters, prov):
         h = f.create_group("h5md")
         h.attrs["version"] = np.array([1, 1], dtype=np.int32)
         h.create_group("author").attrs["name"] = "nonequil user"
@@ -125,7 +158,7 @@ class H5MDWriter:
         """Open an existing partial file and truncate every time series to ``frames``."""
         import h5py
 
-        f = h5py.File(path, "r+")
+        f = h5py.File(path, "r+", **H5_WRITE_OPTS)
         pos = f["particles/ensemble/position/value"]
         M, D = pos.shape[1], pos.shape[2]
         if pos.shape[0] < frames:
@@ -160,17 +193,68 @@ class H5MDWriter:
         t = steps * self.dt
         data = [position] + ([velocity] if self.velocity else [])
         data += [observables[n] for n in self.obs]
-        for g, arr in zip(self._groups(), data):
-            n0 = g["value"].shape[0]
-            for k in ("value", "step", "time"):
-                g[k].resize(n0 + R, axis=0)
-            g["value"][n0:] = arr
-            g["step"][n0:] = steps
-            g["time"][n0:] = t
-        self.f.flush()
+        try:
+            for g, arr in zip(self._groups(), data):
+                n0 = g["value"].shape[0]
+                for k in ("value", "step", "time"):
+                    g[k].resize(n0 + R, axis=0)
+                g["value"][n0:] = arr
+                g["step"][n0:] = steps
+                g["time"][n0:] = t
+            self.f.flush()
+        except (OSError, RuntimeError) as e:
+            _detach(self.f)
+            raise write_failed(self._path(), e, f"append {R} frame(s) to") from None
+
+    def _path(self):
+        """The file's current name (it may have been renamed from ``NAME.new`` since)."""
+        p = self.f.filename
+        if not os.path.exists(p) and p.endswith(".new") and os.path.exists(p[:-4]):
+            return p[:-4]
+        return p
 
     def close(self):
+        """Close the file; a failing final flush (disk full) is a ``RunError``, not a file
+        that is renamed into place half written."""
+        if not self.f.id.valid:
+            return
+        if getattr(self.f, "_nonequil_detached", False):     # after a failed append
+            _close_quietly(self.f)
+            return
+        path = self._path()
+        try:
+            self.f.flush()
+        except (OSError, RuntimeError) as e:
+            _detach(self.f)
+            _close_quietly(self.f)
+            raise write_failed(path, e, "close") from None
         self.f.close()
+
+
+def _detach(f):
+    """After a failed write, send everything HDF5 still writes to this file (its metadata
+    cache and superblock at close) to /dev/null: the file on disk stays as it was at its
+    last flush, which opens without h5clear.  (Flushing a superblock whose end-of-file lies
+    past the data that could not be written leaves a 'truncated file' HDF5 refuses.)"""
+    f._nonequil_detached = True
+    try:
+        fd = f.id.get_vfd_handle()
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    except (OSError, RuntimeError, ValueError, TypeError):
+        pass
+
+
+def _close_quietly(f):
+    """Close an h5py File; after a failed write HDF5 may fail to flush on close: ignore it
+    (the file's committed part is what was flushed before)."""
+    try:
+        f.close()
+    except (OSError, RuntimeError):
+        pass
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -193,10 +277,17 @@ def write_checkpoint(path, meta, arrays):
     payload = buf.getvalue()
     digest = hashlib.sha256(payload).hexdigest().encode()
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(CKPT_MAGIC + digest + b"\n" + payload)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(CKPT_MAGIC + digest + b"\n" + payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise write_failed(path, e, "write the checkpoint") from None
     if os.path.exists(path):
         os.replace(path, path + ".prev")
     os.replace(tmp, path)
@@ -395,7 +486,7 @@ def write_samples(out, samples, attrs=None, extra=None, prov=None):
     out = check_out_path(out)
     partial = out + ".partial"
     try:
-        with h5py.File(partial, "w") as f:
+        with h5py.File(partial, "w", **H5_WRITE_OPTS) as f:
             ds = f.create_dataset("samples", data=samples,
                                   chunks=True if np.ndim(samples) else None)
             write_attrs(ds, attrs or {})
@@ -404,9 +495,11 @@ def write_samples(out, samples, attrs=None, extra=None, prov=None):
             if prov:
                 write_attrs(f.create_group("provenance"), prov)
         os.replace(partial, out)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(partial):
             os.remove(partial)
+        if isinstance(e, (OSError, RuntimeError)):
+            raise write_failed(out, e, "write", resumable=False) from None
         raise
     return out
 
