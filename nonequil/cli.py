@@ -300,9 +300,8 @@ def _cmd_inspect(a):
 
 
 VERBS = [_add_simulate, _add_inspect]
-# verbs defined in their own light modules: each has ``add(sub, base, run)`` and imports its
-# heavy modules inside the handler only
-# Verb modules, each with ``add(sub, base, run)``; a module not (yet) present is skipped.
+# Verbs defined in their own light modules: each has ``add(sub, base, run)`` and imports its
+# heavy modules inside the handler only; a module not (yet) present is skipped.
 VERB_MODULES = ["nonequil.cmd_dataset", "nonequil.cmd_compare", "nonequil.cmd_train",
                 "nonequil.cmd_sample", "nonequil.cmd_likelihood", "nonequil.cmd_gan",
                 "nonequil.cmd_experiment", "nonequil.cmd_bench", "nonequil.cmd_sweep"]
@@ -334,6 +333,15 @@ def build_parser():
     return p
 
 
+def _cache_note(a):
+    """One ``note:`` line on stderr when Numba's on-disk cache had to be disabled (no writable
+    cache directory), so that slow starts are explained; silent with ``--quiet``."""
+    from kernels import _cachedir  # light: os, hashlib, tempfile
+
+    if _cachedir.NOTE.startswith("numba cache: no writable") and not getattr(a, "quiet", False):
+        sys.stderr.write(f"note: {_cachedir.NOTE}\n")
+
+
 def main(argv=None):
     argv = _fix_negative_values(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in argv
@@ -344,6 +352,7 @@ def main(argv=None):
             return 2
         if getattr(a, "needs_out", False) and not a.out:
             raise CLIError(f"nonequil {a.verb}: --out FILE.h5 is required")
+        _cache_note(a)
         a.handler(a)
         return 0
     except KeyboardInterrupt:

@@ -388,6 +388,20 @@ class Sampler:
             valid = ", ".join(self.options) or "none"
             raise InputError(f"unknown option(s) {', '.join(bad)} for sampler {self.name}; "
                              f"valid: {valid}")
+        for k, v in opts.items():
+            d = self.options[k]
+            if isinstance(d, bool):
+                ok = isinstance(v, (bool, np.bool_))
+                want = "true or false"
+            elif isinstance(d, (int, float)):
+                ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+                    v, (bool, np.bool_))
+                want = "a number"
+            else:
+                ok, want = True, ""
+            if not ok:
+                raise InputError(f"--set {k}={v}: expected {want} for sampler {self.name} "
+                                 f"(default {k}={d})")
         out = dict(self.options)
         out.update(opts)
         return out

@@ -179,14 +179,8 @@ ROWS = [
      ["rk9", "em", "ancestral", "ode", "pc"]),
     ("sample-unknown-set", ["sample", "{d}/model.h5", "--sampler", "pc", "--set", "snrr=1"],
      ["snrr", "snr"]),
-    pytest.param(
-        "sample-non-numeric", ["sample", "{d}/model.h5", "--sampler", "pc", "--set",
-                               "snr=high"], ["snr", "high"],
-        marks=pytest.mark.xfail(strict=True, reason="BUG (nonequil/samplers.py plan() of "
-                                "the pc sampler, line ~482): float(o['snr']) on the text "
-                                "'high' raises ValueError, shown as 'error: internal error "
-                                "ValueError'; check option types in prepare() and raise "
-                                "InputError('--set snr=high: expected a number > 0')")),
+    ("sample-non-numeric", ["sample", "{d}/model.h5", "--sampler", "pc", "--set",
+                            "snr=high"], ["snr", "high"]),
     ("sample-device-cuda", ["sample", "{d}/model.h5", "--n", "4", "--device", "cuda"],
      ["cuda", "--device cpu"]),
     # ---- compare: the samples file

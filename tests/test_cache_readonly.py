@@ -137,10 +137,6 @@ def test_no_writable_cache_directory_disables_caching_with_a_note(read_only_inst
     assert not _cache_files(read_only_install)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (nonequil/cli.py): when kernels._cachedir "
-                   "disables Numba's cache (no writable directory) nothing tells the user; "
-                   "the CLI should print kernels._cachedir.NOTE as a 'note:' line on stderr "
-                   "(unless --quiet) when NUMBA_DISABLE_CACHING was set by configure_cache")
 def test_cli_says_when_caching_is_disabled(read_only_install, tmp_path):
     env = _env(read_only_install, XDG_CACHE_HOME="/proc/nonequil-no-such-dir")
     prog = ("import tempfile, sys; tempfile.tempdir = '/proc/nonequil-no-such-dir'; "
