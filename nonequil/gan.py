@@ -310,12 +310,13 @@ class GANModel:
     # ------------------------------------------------------------------ networks
     def generator_output(self, h, weights="ema"):
         """G(h) in normalised units [N, D] for latent points h [N, latent_dim] (tanh applied
-        for binary data: the relaxed spins)."""
+        for binary data: the relaxed spins).  Evaluated row by row (``mlp_forward_rows``, no
+        BLAS), so a row's result does not depend on the other rows, bit for bit."""
         from kernels import mlp_cpu
 
         th = self.g_ema if weights == "ema" else self.g_theta
         h = np.ascontiguousarray(np.asarray(h, np.float64).reshape(-1, self.config.latent_dim))
-        y = mlp_cpu.mlp_forward(th, self.g_offsets, self.act, h)
+        y = mlp_cpu.mlp_forward_rows(th, self.g_offsets, self.act, h)
         return np.tanh(y) if self.binary else y
 
     def d_logit(self, x, normalised=False):

@@ -64,7 +64,8 @@ LOG4 = math.log(4.0)
 
 
 def _softplus(z):
-    return np.logaddexp(0.0, z)
+    with np.errstate(invalid="ignore"):          # NaN logits are caught by the caller
+        return np.logaddexp(0.0, z)
 
 
 def _sigmoid(z):
@@ -234,7 +235,7 @@ class _GANTrainer:
             self.dA1[:, 0] = (_sigmoid(af) - 1.0) / B
         else:
             loss = -float(np.mean(_softplus(af)))
-            self.dA1[:, 0] = _sigmoid(af) / B
+            self.dA1[:, 0] = -_sigmoid(af) / B
         if not math.isfinite(loss):
             raise _NonFinite(s + 1, "generator loss", loss)
         mlp_cpu.mlp_backward_into(m.d_theta, m.d_offsets, m.act, self.d_cache1, self.dA1,
