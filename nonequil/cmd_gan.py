@@ -18,7 +18,8 @@ def add(sub, base, run):
         "GAN.h5.partial every ~10 s; --resume continues a killed run bit for bit.  Defaults: "
         "normal latent of dimension 4, generator 4-64-64-D and discriminator D-64-64-1 "
         "(SiLU), non-saturating loss, k=1, batch 256, 4000 steps, Adam lr 1e-3 with betas "
-        "(0.5, 0.999), EMA 0.999, no label smoothing, no instance noise.  Settings: --set "
+        "(0.5, 0.999) decayed linearly to 1e-4 over the second half, generator EMA 0.999, "
+        "no label smoothing, no instance noise.  Settings: --set "
         "key=value, e.g. --set k=2 --set loss=minimax --set label_smoothing=0.1 --set "
         "instance_noise=0.5 --set latent=uniform (an unknown key lists the valid ones).  "
         "Sample with: nonequil sample GAN.h5 --n N --out SAMPLES.h5.")

@@ -94,6 +94,8 @@ class GANConfig:
     batch: int = 256
     lr_g: float = 1e-3
     lr_d: float = 1e-3
+    lr_final: float = 0.1
+    decay_start: float = 0.5
     beta1: float = 0.5
     beta2: float = 0.999
     adam_eps: float = 1e-8
@@ -140,6 +142,8 @@ class GANConfig:
         _int_in("seed", self.seed, 0, 2**64 - 1)
         _num_in("lr_g", self.lr_g, 0.0, math.inf)
         _num_in("lr_d", self.lr_d, 0.0, math.inf, lo_open=True)
+        _num_in("lr_final", self.lr_final, 0.0, 1.0)
+        _num_in("decay_start", self.decay_start, 0.0, 1.0, hi_open=True)
         _num_in("beta1", self.beta1, 0.0, 1.0, hi_open=True)
         _num_in("beta2", self.beta2, 0.0, 1.0, hi_open=True)
         _num_in("adam_eps", self.adam_eps, 0.0, math.inf, lo_open=True)
@@ -162,10 +166,14 @@ recovers a shifted, scaled 1-D Gaussian (DESIGN.md): data normalised to mean 0 a
 dimension (so location and scale do not matter), a generator 4 -> 64 -> 64 -> D and a
 discriminator D -> 64 -> 64 -> 1 (SiLU), normal latent noise of dimension 4, the
 non-saturating generator loss, k = 1 discriminator step per generator step, batch 256,
-4000 generator steps, Adam with the GAN betas (0.5, 0.999) at lr 1e-3 for both networks, no
-label smoothing, no instance noise, and an EMA of the generator weights (0.999, used for
-sampling).  Measured figures are in tests/test_gan.py (the defaults test) and the report of
-issue 6."""
+4000 generator steps, Adam with the GAN betas (0.5, 0.999) at lr 1e-3 for both networks,
+constant for the first half and then decayed linearly to 1e-4 (without the decay the final
+discriminator was measured 0.014 away from D = 1/2 and the std 1.6 % off; with it 0.001-0.002
+and 0.5 %), no label smoothing, no instance noise, and an EMA of the generator weights (0.999,
+used for sampling).  About 7-8 CPU-seconds on one core.  Measured (tests/test_gan_theory.py,
+20 000 data samples, 50 000 generated): N(-40, 7^2) mean off by 0.001 sd, std by -0.6 %;
+N(25, 0.3^2) 0.001 sd and -0.5 %; D on real / generated 0.499 / 0.499 and 0.502 / 0.501,
+L + log 4 = -1e-4 +- 8e-5 and 4e-5 +- 1e-4."""
 
 
 def _choice(name, v, valid):

@@ -29,7 +29,10 @@ The value ``L(G, D) = E_r[log D(x)] + E_g[log(1 - D(G(h)))]
   ``sigma_s = instance_noise * max(0, 1 - s / (instance_noise_end * steps))`` (linear
   annealing to 0; off by default).
 * Adam (Kingma & Ba 2015) with the GAN betas (0.5, 0.999) (Radford et al. 2016), one
-  optimiser per network, constant learning rates ``lr_g`` and ``lr_d``; optional global
+  optimiser per network, learning rates ``lr_g`` and ``lr_d`` constant until generator step
+  ``decay_start * steps`` and then decayed linearly to ``lr_final`` times their value at the
+  last step (both networks by the generator step s; this settles the end-of-training
+  oscillation of the two players); optional global
   gradient-norm clipping ``clip`` (inf, i.e. none, by default); an EMA of the generator
   weights with decay ``min(ema, (1 + s) / (10 + s))``, used for sampling.
 
@@ -159,6 +162,15 @@ class _GANTrainer:
             self.Z -= 1.0
         return self.Z
 
+    def lr_factor(self, s):
+        """lr multiplier at generator step s: 1 until decay_start * steps, then linear to
+        lr_final at the last step."""
+        c = self.cfg
+        s0 = c.decay_start * c.steps
+        if s <= s0 or c.lr_final == 1.0:
+            return 1.0
+        return 1.0 - (1.0 - c.lr_final) * (s - s0) / max(c.steps - 1 - s0, 1e-300)
+
     def noise_std(self, s):
         c = self.cfg
         if c.instance_noise == 0.0:
@@ -212,8 +224,8 @@ class _GANTrainer:
         norm = mlp_cpu.clip_grad_norm(self.d_grad, float(c.clip))
         if not math.isfinite(norm):
             raise _NonFinite(s + 1, "discriminator gradient norm", norm)
-        mlp_cpu.adam_step(m.d_theta, self.d_grad, m.d_m, m.d_v, r + 1, c.lr_d, c.beta1,
-                          c.beta2, c.adam_eps, 0.0)
+        mlp_cpu.adam_step(m.d_theta, self.d_grad, m.d_m, m.d_v, r + 1,
+                          c.lr_d * self.lr_factor(s), c.beta1, c.beta2, c.adam_eps, 0.0)
         value = -float(np.mean(sp_r_neg) + np.mean(sp_f))
         return {"d_real": float(np.mean(_sigmoid(ar))), "d_fake": float(np.mean(_sigmoid(af))),
                 "value": value, "js": 0.5 * (value + LOG4), "d_loss": loss}
@@ -248,8 +260,8 @@ class _GANTrainer:
         norm = mlp_cpu.clip_grad_norm(self.g_grad, float(c.clip))
         if not math.isfinite(norm):
             raise _NonFinite(s + 1, "generator gradient norm", norm)
-        mlp_cpu.adam_step(m.g_theta, self.g_grad, m.g_m, m.g_v, s + 1, c.lr_g, c.beta1,
-                          c.beta2, c.adam_eps, 0.0)
+        mlp_cpu.adam_step(m.g_theta, self.g_grad, m.g_m, m.g_v, s + 1,
+                          c.lr_g * self.lr_factor(s), c.beta1, c.beta2, c.adam_eps, 0.0)
         mlp_cpu.ema_update(m.g_ema, m.g_theta, min(c.ema, (1.0 + s) / (10.0 + s)))
         return loss
 
