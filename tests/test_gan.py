@@ -23,7 +23,7 @@ import pytest
 h5py = pytest.importorskip("h5py")
 
 from nonequil.errors import InputError, RunError  # noqa: E402
-from nonequil.gan import GANConfig, GANModel, config_from_sets, load  # noqa: E402
+from nonequil.gan import GANConfig, config_from_sets, load  # noqa: E402
 from nonequil.gan_train import _GANTrainer, train_gan  # noqa: E402
 
 CLI = [sys.executable, "-m", "nonequil.cli"]
@@ -235,6 +235,17 @@ def test_resume_refuses_other_settings(tmp_path):
         train_gan(x, **SMALL, steps=10, out=out, checkpoint_steps=2, callback=stop)
     with pytest.raises(InputError, match="differing fields: lr_g"):
         train_gan(x, **SMALL, steps=10, lr_g=5e-4, out=out, resume=True)
+
+
+def test_resume_without_checkpoint_restarts_with_warning(tmp_path):
+    x = np.random.default_rng(11).standard_normal((100, 1))
+    msgs = []
+    out = tmp_path / "m.h5"
+    m = train_gan(x, **SMALL, steps=5, out=out, resume=True, warn=msgs.append)
+    assert m.step == 5 and out.exists()
+    assert len(msgs) == 1 and "no usable checkpoint" in msgs[0] and "step 0" in msgs[0]
+    ref = train_gan(x, **SMALL, steps=5)
+    assert np.array_equal(ref.g_theta, load(out).g_theta)
 
 
 def test_nonfinite_stops_with_clear_error_and_keeps_checkpoint(tmp_path):

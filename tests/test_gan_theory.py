@@ -10,7 +10,6 @@ error adds to the sampling error, the allowance is stated with the measured valu
 """
 import json
 import math
-import os
 import subprocess
 import sys
 
