@@ -40,7 +40,8 @@ def add(sub, base, run):
         "binary data).  Defaults: ode with 500 Heun steps for vp/subvp/ve models, ancestral "
         "with T steps for ddpm, binomial with T steps for the binomial chain.  Sample i "
         "depends only on the model, the sampler, its steps and options, the seed and i.")
-    p.add_argument("model", metavar="MODEL.h5", help="model file written by nonequil train")
+    p.add_argument("model", metavar="MODEL.h5", help="model file written by nonequil train "
+                   "(or nonequil gan)")
     p.add_argument("--n", type=_positive, default=10000,
                    help="number of samples (default 10000)")
     p.add_argument("--sampler", metavar="NAME",
@@ -97,6 +98,14 @@ def _parse_options(items):
 
 
 def _cmd_sample(a):
+    # --- GAN models (nonequil gan) are drawn by nonequil.cmd_gan.sample_gan ---
+    from .gan import is_gan_file
+
+    if is_gan_file(a.model):
+        from .cmd_gan import sample_gan
+
+        return sample_gan(a)
+    # --- end of the GAN dispatch ---
     import json
 
     import numpy as np
