@@ -33,7 +33,17 @@ _EXPORTS = {
     # reverse samplers and likelihood
     "sample": ("nonequil.samplers", "sample"),
     "SAMPLERS": ("nonequil.samplers", "SAMPLERS"),
-    "ode_likelihood": ("nonequil.samplers", "ode_likelihood"),
+    "ode_likelihood": ("nonequil.likelihood", "ode_likelihood"),
+    "likelihood": ("nonequil.likelihood", "likelihood"),
+    "elbo": ("nonequil.likelihood", "elbo"),
+    "reweight": ("nonequil.reweight", "reweight"),
+    "reweight_to_analytic": ("nonequil.reweight", "reweight_to_analytic"),
+    "sample_log_density": ("nonequil.reweight", "sample_log_density"),
+    "train_gan": ("nonequil.gan_train", "train_gan"),
+    "GANConfig": ("nonequil.gan", "GANConfig"),
+    "GANModel": ("nonequil.gan", "GANModel"),
+    "load_gan": ("nonequil.gan", "load"),
+    "gan_theory": ("nonequil.gan_theory", None),
     # analytic thermodynamics and metrics (modules)
     "analytic": ("nonequil.analytic", None),
     "metrics": ("nonequil.metrics", None),
