@@ -347,6 +347,7 @@ def main(argv=None):
     debug = "--debug" in argv
     try:
         a = build_parser().parse_args(argv)
+        a.argv = argv       # the verb's own arguments, for verbs that re-run them (sharding)
         if a.verb is None:
             build_parser().print_help()
             return 2

@@ -69,7 +69,69 @@ def add(sub, base, run):
                    "/log_weights = -U/kT - log_proposal when the model's training data file "
                    "names its energy; see nonequil compare --reweight")
     # --- end log-densities ---
+    g = p.add_argument_group("distributed (needs Dask: pip install 'nonequil[dask]')")
+    g.add_argument("--cluster", metavar="local:N", help="start a local Dask cluster of N "
+                   "worker processes and shard the samples over them")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="shard the samples over the "
+                   "workers of a running Dask scheduler, e.g. tcp://10.0.0.1:8786")
+    g.add_argument("--shards", type=_positive, help="number of sample shards, each its own "
+                   "file next to --out, joined by virtual datasets (default: one per worker)")
+    g.add_argument("--resume", action="store_true", help="sharded runs: keep the finished "
+                   "shard files of an interrupted run and run only the missing ones")
     p.set_defaults(handler=_cmd_sample, needs_out=True)
+
+
+_SHARD_FLAGS = ("--out", "--cluster", "--scheduler", "--shards")
+
+
+def _shard_argv(argv):
+    """The verb's own arguments (after ``sample``) without --out and the sharding flags."""
+    out, skip = [], False
+    for t in argv[argv.index("sample") + 1:]:
+        if skip:
+            skip = False
+        elif t in _SHARD_FLAGS:
+            skip = True
+        elif not (t == "--resume" or t.startswith(tuple(f + "=" for f in _SHARD_FLAGS))):
+            out.append(t)
+    return out
+
+
+def _sample_sharded(a):
+    from . import distributed as dist
+    from .cli import CLIError, Progress
+
+    if a.shards and not (a.cluster or a.scheduler):
+        raise CLIError("nonequil sample: --shards needs --cluster local:N or --scheduler "
+                       "ADDRESS")
+    dist.check_target(a.scheduler, a.cluster)
+    prog = Progress(a.quiet, "sample", lambda i: f"shard {i['shard']} {i['status']}; "
+                    f"{i['done']}/{i['total']} shards done", lambda i: i["done"] >= i["total"])
+    with dist.connect(a.scheduler, a.cluster) as client:
+        res = dist.sample_sharded(_shard_argv(a.argv), a.out, client, shards=a.shards,
+                                  resume=a.resume, callback=prog,
+                                  extra={"cluster": a.cluster or a.scheduler})
+    if not a.quiet:
+        prog.note(f"wrote {a.out}: {len(res)} shards")
+
+
+def _cmd_sample(a):
+    """Dispatch (sharded, GAN, score model) under a lock on OUT: a second writer of the same
+    --out is refused instead of clobbering the first one's partial file."""
+    from .errors import InputError
+    from .store import OutputLock, check_out_path
+
+    if a.cluster or a.scheduler or a.shards:
+        return _sample_sharded(a)
+    if a.resume:
+        raise InputError("--resume applies to sharded runs (--cluster or --scheduler); a "
+                         "one-process sample run starts afresh")
+    out = check_out_path(a.out)
+    lock = OutputLock(out + ".partial.lock", out)
+    try:
+        return _sample_model(a)
+    finally:
+        lock.release()
 
 
 def _parse_options(items):
@@ -97,7 +159,7 @@ def _parse_options(items):
     return out
 
 
-def _cmd_sample(a):
+def _sample_model(a):
     # --- GAN models (nonequil gan) are drawn by nonequil.cmd_gan.sample_gan ---
     from .gan import is_gan_file
 

@@ -192,6 +192,41 @@ def test_sharded_sample_equals_single_process_bitwise(client, model, tmp_path):
         dist.sample_sharded(args + ["--log-weights"], tmp_path / "lw.h5", client)
 
 
+def test_cli_sample_scheduler_equals_single_process(client, model, tmp_path, capsys):
+    """``nonequil sample ... --scheduler ADDR --shards 2`` through the CLI: the sharding flags
+    are stripped from the arguments each shard re-runs, and the file equals one process."""
+    args = ["sample", str(model), "--n", "30", "--steps", "10", "--sampler", "em", "--seed",
+            "4", "--quiet"]
+    assert cli.main(args + ["--out", str(tmp_path / "ref.h5")]) == 0
+    assert cli.main(args + ["--scheduler", client.scheduler.address, "--shards", "2",
+                            "--out", str(tmp_path / "sh.h5")]) == 0
+    _assert_same(_dump(tmp_path / "ref.h5"), _dump(tmp_path / "sh.h5"))
+    assert cli.main(args + ["--shards", "2", "--out", str(tmp_path / "x.h5")]) == 2
+    assert "--shards needs --cluster" in _one_error_line(capsys.readouterr().err)
+    assert cli.main(args + ["--resume", "--out", str(tmp_path / "x.h5")]) == 2
+    assert "--resume applies to sharded runs" in _one_error_line(capsys.readouterr().err)
+    assert not os.path.exists(tmp_path / "x.h5")
+
+
+def test_cli_sample_second_writer_is_refused(model, tmp_path, capsys):
+    """A second ``sample`` to the same --out while the first holds its lock gets one error
+    line, and the first writer's partial file is left alone."""
+    from nonequil.store import OutputLock
+
+    out = tmp_path / "s.h5"
+    held = OutputLock(str(out) + ".partial.lock", str(out))
+    (tmp_path / "s.h5.partial").write_bytes(b"first writer's data")
+    try:
+        rc = cli.main(["sample", str(model), "--n", "5", "--steps", "5", "--out", str(out),
+                       "--quiet"])
+    finally:
+        held.release()
+    assert rc == 2
+    assert "another process is writing" in _one_error_line(capsys.readouterr().err)
+    assert (tmp_path / "s.h5.partial").read_bytes() == b"first writer's data"
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------ command line
 def _nonequil(*args, timeout=300):
     return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True,
