@@ -396,10 +396,8 @@ _STATE = ("g_theta", "g_ema", "g_m", "g_v", "d_theta", "d_m", "d_v")
 def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_seconds,
               checkpoint_steps):
     """The file lifecycle of ``nonequil.train._run_file`` for the GAN's state."""
-    import h5py
-
     from .store import (OutputLock, provenance, read_checkpoint, remove_checkpoint, write_attrs,
-                        write_checkpoint)
+                        write_checkpoint, write_h5_replace)
 
     partial = out + ".partial"
     ckpt = partial + ".ckpt"
@@ -441,9 +439,10 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
         else:
             remove_checkpoint(ckpt)
         if not os.path.exists(partial) or got is None:
-            with h5py.File(partial, "w") as f:
+            def status(f):
                 f.attrs["status"] = "training (see the checkpoint beside this file)"
                 write_attrs(f.create_group("provenance"), prov)
+            write_h5_replace(partial, status)
 
         def commit(k):
             arrays = {name: getattr(m, name) for name in _STATE}
@@ -468,9 +467,10 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
             kept = f" (step {got[0]['step']})" if got else ""
             raise _blowup(e, cfg, f"; kept the partial file {partial} and the last good "
                           f"checkpoint {ckpt}{kept}") from None
-        with h5py.File(partial, "w") as f:
+        def final(f):
             m.save(f)
             write_attrs(f.create_group("provenance"), prov)
+        write_h5_replace(partial, final)        # a kill here leaves a partial h5py opens
         os.replace(partial, out)
         remove_checkpoint(ckpt)
     finally:

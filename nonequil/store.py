@@ -57,6 +57,31 @@ def write_failed(path, err, what="write to", resumable=True):
     return RunError(f"cannot {what} {path}: {reason}; {hint}, {then}")
 
 
+def write_h5_replace(path, fill, resumable=True):
+    """Write the HDF5 file ``path`` whole, or not at all: ``fill(f)`` writes into
+    ``path + '.new'``, which is flushed, fsynced and renamed over ``path``.  A kill at any
+    moment leaves either the old ``path`` or the new one, each a file h5py opens; a failed
+    write (disk full) removes the temporary file and raises a ``RunError`` naming ``path``."""
+    import h5py
+
+    tmp = os.fspath(path) + ".new"
+    try:
+        with h5py.File(tmp, "w", **H5_WRITE_OPTS) as f:
+            fill(f)
+            f.flush()
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, FileNotFoundError):
+            raise write_failed(path, e, "write", resumable) from None
+        raise
+
+
 # ---------------------------------------------------------------- provenance
 def provenance(config, device, precision, extra=None):
     import platform
