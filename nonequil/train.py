@@ -540,6 +540,23 @@ class _Trainer:
         yt = blk["m"][a:b, None] * y0 + blk["sig"][a:b, None] * eps
         return y0, yt, eps, blk["t"][a:b], blk["w"][a:b]
 
+    def run(self, k0, k1):
+        """Updates k0 .. k1-1 with the BLAS limited to ``threads`` (``train``'s inner loop
+        without callbacks or checkpoints); a non-finite loss raises ``RunError``."""
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=self.threads, user_api="blas"):
+            try:
+                for k in range(k0, k1):
+                    self.step(k)
+            except _NonFinite as e:
+                raise RunError(f"training {e.what} became non-finite ({e.value}) at step "
+                               f"{e.step}") from None
+
+    def engine_info(self):
+        """What runs the network (for benchmarks and provenance)."""
+        return {"dtype": self.model.np_dtype.name, "blas_threads": self.threads}
+
     def step(self, k):
         """Update k (0-based): returns (loss, grad_norm) before the update is applied.
 
@@ -646,10 +663,7 @@ def train(data, config=None, *, out=None, resume=False, callback=None, warn=None
         if resume and os.path.exists(out):
             raise InputError(f"--out {out} is already complete; nothing to resume")
         check_out_path(out, resume)
-    arr, batch, source = _load_data(data, dataset, config.batch, note)
-    if config.process == "binomial":
-        _binary(arr, source)                    # validated before anything is created
-    tr = _Trainer(config, arr, batch, threads)
+    tr, source = _make_trainer(data, config, dataset, threads, note)
     fp = _fingerprint(tr.Y0)
     with threadpool_limits(limits=threads, user_api="blas"):
         if out is None:
@@ -662,6 +676,32 @@ def train(data, config=None, *, out=None, resume=False, callback=None, warn=None
             return tr.model
         return _run_file(tr, config, out, resume, callback, warn, fp, source,
                          checkpoint_seconds, checkpoint_steps)
+
+
+def _make_trainer(data, config, dataset, threads, note):
+    """(trainer, source): the data checks of ``train`` and the ``_Trainer`` it runs."""
+    arr, batch, source = _load_data(data, dataset, config.batch, note)
+    if config.process == "binomial":
+        _binary(arr, source)                    # validated before anything is created
+    return _Trainer(config, arr, batch, threads), source
+
+
+def trainer(data, config=None, *, dataset="/samples", threads=None, note=None, **overrides):
+    """The trainer object that ``train`` runs, without a file or a loop (benchmarks, tests).
+
+    Same arguments and checks as ``train``.  ``trainer(...).run(k0, k1)`` executes updates
+    k0 .. k1-1 (0-based, in order, starting at 0) exactly as ``train`` does, BLAS threads
+    limited to ``threads``; ``.model`` is the model being trained.
+    """
+    if config is None:
+        config = TrainConfig(**overrides)
+    elif overrides:
+        config = dataclasses.replace(config, **overrides)
+    config.validate()
+    threads = DEFAULT_BLAS_THREADS if threads is None else int(threads)
+    if threads < 1:
+        raise InputError(f"threads must be >= 1, got {threads}")
+    return _make_trainer(data, config, dataset, threads, note or (lambda msg: None))[0]
 
 
 def _loop(tr, start, callback, on_step):
