@@ -63,7 +63,7 @@ from numba import njit, prange
 
 from ._target import cpu_kernel, scalar
 from .mlp_cpu import (_INLINE, ACT_SILU, ACT_TANH, mlp_forward_into, mlp_forward_rows_into,
-                      sigmoid, time_sincos)
+                      silu_value, time_sincos)
 from .philox import normal_j, philox_words, uniform53
 
 STAGE_AFFINE = 0
@@ -112,8 +112,7 @@ def _act_into(acc, b, nr, nout, act, h):
             ar = acc[r]
             hr = h[r]
             for j in range(nout):
-                z = float(ar[j] + b[j])
-                hr[j] = z * sigmoid(z)
+                hr[j] = silu_value(ar[j] + b[j])
     elif act == ACT_TANH:
         for r in range(nr):
             ar = acc[r]

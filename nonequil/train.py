@@ -99,7 +99,7 @@ import numpy as np
 
 from .errors import InputError, RunError
 from .models import (CONTINUOUS, DEFAULT_BLAS_THREADS, INT_KEYS, PROCESS_NAMES,
-                     ModelConfig, MLPScoreModel, process_keys)
+                     ModelConfig, MLPScoreModel, ShardedNet, process_keys)
 
 MAX_U32 = 2**32
 MAX_STEPS = 10**8          # the per-step loss history is kept in memory (8 bytes a step)
@@ -395,7 +395,7 @@ class _Trainer:
         dt = self.model.np_dtype
         m = self.model
         self.X = np.empty((self.B, m.sizes[0]), dt)
-        self.cache = np.empty(mlp_cpu.cache_size(m.offsets, self.B), dt)
+        self.net = ShardedNet(m, self.B, self.threads)
         self.out = np.empty((self.B, self.D), dt)
         self.dY = np.empty((self.B, self.D), dt)
         self.grad = np.empty(m.n_params, dt)
@@ -545,7 +545,7 @@ class _Trainer:
         without callbacks or checkpoints); a non-finite loss raises ``RunError``."""
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(limits=self.threads, user_api="blas"):
+        with threadpool_limits(limits=self.net.blas_threads, user_api="blas"):
             try:
                 for k in range(k0, k1):
                     self.step(k)
@@ -555,7 +555,8 @@ class _Trainer:
 
     def engine_info(self):
         """What runs the network (for benchmarks and provenance)."""
-        return {"dtype": self.model.np_dtype.name, "blas_threads": self.threads}
+        return {"dtype": self.model.np_dtype.name, "threads": self.threads,
+                "shards": len(self.net.bounds), "blas_threads": self.net.blas_threads}
 
     def step(self, k):
         """Update k (0-based): returns (loss, grad_norm) before the update is applied.
@@ -574,7 +575,7 @@ class _Trainer:
         else:
             _, yt, eps, _, _ = self.noisy_batch(k)
             X[:, :D] = yt
-        mlp_cpu.mlp_forward_cache_into(m.theta, m.offsets, m.act, X, self.cache, self.out)
+        self.net.forward_cache(X, self.out)
         o = self.out.astype(np.float64)
         if self.binomial:
             loss = self._binomial_loss(o)
@@ -586,8 +587,7 @@ class _Trainer:
             self.dY[...] = (2.0 / (B * D)) * (J * wr)
         if not math.isfinite(loss):
             raise _NonFinite(k + 1, "loss", loss)
-        mlp_cpu.mlp_backward_into(m.theta, m.offsets, m.act, self.cache, self.dY, self.grad,
-                                  self.dX)
+        self.net.backward(self.dY, self.grad, self.dX)
         norm = mlp_cpu.clip_grad_norm(self.grad, float(self.cfg.clip))
         if not math.isfinite(norm):
             raise _NonFinite(k + 1, "gradient norm", norm)
@@ -665,7 +665,7 @@ def train(data, config=None, *, out=None, resume=False, callback=None, warn=None
         check_out_path(out, resume)
     tr, source = _make_trainer(data, config, dataset, threads, note)
     fp = _fingerprint(tr.Y0)
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with threadpool_limits(limits=tr.net.blas_threads, user_api="blas"):
         if out is None:
             try:
                 _loop(tr, 0, callback, None)
