@@ -210,7 +210,7 @@ class TorchTrain(Bench):
         with torch.no_grad():
             torch._foreach_mul_(self.ema, EMA)
             torch._foreach_add_(self.ema, self.params, alpha=1.0 - EMA)
-        return loss
+        return loss.detach()
 
     def setup(self):
         t0 = time.perf_counter()

@@ -41,7 +41,10 @@ Precision and dtypes
 to compile), and outputs passed in (``Y``, ``cache``, ``grad``, ``dX``) must be C-contiguous.
 Shapes are checked (``ValueError``); dtypes and finiteness are the caller's job.  Matrix
 products run in that dtype through BLAS (``np.dot`` inside njit: SciPy's OpenBLAS).
-Activations are evaluated in float64 and rounded to the array dtype.  ``mlp_forward_rows`` is
+Activations follow the array dtype: float64 arrays in float64 (``exp_neg``); float32 arrays
+in float32 arithmetic (``exp_neg32``, within a few float32 ulp; 2.2x faster than float64
+maths on float32 data, measured on [1024, 128]).  The dispatch is ``silu_value`` /
+``silu_grad`` (Numba overloads on the element type).  ``mlp_forward_rows`` is
 the fused per-walker forward used for sampling: the same maths with explicit loops
 (summation over the inputs of a unit in index order, then the bias).  It is *not* bitwise equal
 to the batched ``mlp_forward``, because BLAS blocks and orders its sums differently; the two
@@ -642,6 +645,70 @@ def mlp_backward(theta, offsets, act, cache, dY):
 # ---------------------------------------------------------------------------------------
 # fused per-walker forward (prange, no BLAS)
 # ---------------------------------------------------------------------------------------
+@njit(**_INLINE)
+def _rows_matmul_acc(h, theta, w0, nin, nout, nr, acc):
+    """acc[r, j] += sum_i h[r, i] W[i, j] for r < nr, the terms added one at a time in i
+    order (the roundings of ``mlp_cpu.mlp_forward_rows_into``, bit for bit).
+
+    Eight (then four, then one) inputs per pass over acc: each acc vector is loaded and
+    stored once per eight multiply-adds instead of once per one (the loop was bound by the
+    loads and stores of acc).  Measured in ``reverse_fused`` (float32, [18, 128, 128, 128,
+    2], one thread): 3.8e5 network evaluations per CPU-second before, 5.3e5 with four, 5.7e5
+    with eight inputs per pass, the same bits.  Weights through slices: with ``theta[w0 + i*nout + j]``
+    numba's negative-index wraparound check on an index of unknown sign stops LLVM from
+    vectorising the j loop (measured 4-5x slower).
+    """
+    i = 0
+    while i + 8 <= nin:
+        w_a = theta[w0 + i * nout:w0 + (i + 1) * nout]
+        w_b = theta[w0 + (i + 1) * nout:w0 + (i + 2) * nout]
+        w_c = theta[w0 + (i + 2) * nout:w0 + (i + 3) * nout]
+        w_d = theta[w0 + (i + 3) * nout:w0 + (i + 4) * nout]
+        w_e = theta[w0 + (i + 4) * nout:w0 + (i + 5) * nout]
+        w_f = theta[w0 + (i + 5) * nout:w0 + (i + 6) * nout]
+        w_g = theta[w0 + (i + 6) * nout:w0 + (i + 7) * nout]
+        w_h = theta[w0 + (i + 7) * nout:w0 + (i + 8) * nout]
+        for r in range(nr):
+            hr = h[r]
+            xa = hr[i]
+            xb = hr[i + 1]
+            xc = hr[i + 2]
+            xd = hr[i + 3]
+            xe = hr[i + 4]
+            xf = hr[i + 5]
+            xg = hr[i + 6]
+            xh = hr[i + 7]
+            ar = acc[r]
+            for j in range(nout):
+                ar[j] = (((((((ar[j] + xa * w_a[j]) + xb * w_b[j]) + xc * w_c[j])
+                            + xd * w_d[j]) + xe * w_e[j]) + xf * w_f[j]) + xg * w_g[j]) \
+                    + xh * w_h[j]
+        i += 8
+    while i + 4 <= nin:
+        w_a = theta[w0 + i * nout:w0 + (i + 1) * nout]
+        w_b = theta[w0 + (i + 1) * nout:w0 + (i + 2) * nout]
+        w_c = theta[w0 + (i + 2) * nout:w0 + (i + 3) * nout]
+        w_d = theta[w0 + (i + 3) * nout:w0 + (i + 4) * nout]
+        for r in range(nr):
+            hr = h[r]
+            xa = hr[i]
+            xb = hr[i + 1]
+            xc = hr[i + 2]
+            xd = hr[i + 3]
+            ar = acc[r]
+            for j in range(nout):
+                ar[j] = (((ar[j] + xa * w_a[j]) + xb * w_b[j]) + xc * w_c[j]) + xd * w_d[j]
+        i += 4
+    while i < nin:
+        wr = theta[w0 + i * nout:w0 + (i + 1) * nout]
+        for r in range(nr):
+            x = h[r, i]
+            ar = acc[r]
+            for j in range(nout):
+                ar[j] += x * wr[j]
+        i += 1
+
+
 @cpu_kernel(parallel=True)
 def mlp_forward_rows_into(theta, offsets, act, X, Y):
     """Y = MLP(X) computed row by row with explicit loops, ``prange`` over blocks of rows.
@@ -674,14 +741,8 @@ def mlp_forward_rows_into(theta, offsets, act, X, Y):
             for r in range(nr):
                 for j in range(nout):
                     acc[r, j] = 0
-            # weights through slices (a computed index into theta gets a negative-index
-            # check that stops vectorisation) and no buffer swap (aliasing): same sums
-            for i in range(nin):
-                wr = theta[w0 + i * nout:w0 + (i + 1) * nout]
-                for r in range(nr):
-                    x = h[r, i]
-                    for j in range(nout):
-                        acc[r, j] += x * wr[j]
+            # weights through slices, no buffer swap (aliasing): see _rows_matmul_acc
+            _rows_matmul_acc(h, theta, w0, nin, nout, nr, acc)
             bb = theta[b0:b0 + nout]
             if l == L - 1:
                 for r in range(nr):

@@ -62,8 +62,8 @@ import numpy as np
 from numba import njit, prange
 
 from ._target import cpu_kernel, scalar
-from .mlp_cpu import (_INLINE, ACT_SILU, ACT_TANH, mlp_forward_into, mlp_forward_rows_into,
-                      silu_value, time_sincos)
+from .mlp_cpu import (_INLINE, ACT_SILU, ACT_TANH, _rows_matmul_acc, mlp_forward_into,
+                      mlp_forward_rows_into, silu_value, time_sincos)
 from .philox import normal_j, philox_words, uniform53
 
 STAGE_AFFINE = 0
@@ -199,16 +199,7 @@ def reverse_fused(theta, offsets, act, freqs, kinds, coef, taus, noise, seed, pu
                     ar = acc[r]
                     for j in range(nout):
                         ar[j] = 0
-                for i in range(nin):
-                    # slices: with ``theta[w0 + i*nout + j]`` numba's negative-index
-                    # wraparound check on an index of unknown sign stops LLVM from
-                    # vectorising the j loop (measured 4-5x slower)
-                    wr = theta[w0 + i * nout:w0 + (i + 1) * nout]
-                    for r in range(nr):
-                        x = h[r, i]
-                        ar = acc[r]
-                        for j in range(nout):
-                            ar[j] += x * wr[j]
+                _rows_matmul_acc(h, theta, w0, nin, nout, nr, acc)
                 bv = theta[b0:b0 + nout]
                 if l == L - 1:
                     for r in range(nr):
