@@ -34,6 +34,9 @@ check that every implementation runs the same chain (same weights, same coeffici
 values agree in distribution, not bitwise, since the noise generators differ; see
 ``bench_model`` for why they all end near 0).
 
+OpenMP waiting: as ``experiments.bench_train`` (``OMP_WAIT_POLICY=PASSIVE`` unless
+``--omp-active``; recorded in ``config.omp_wait_policy``).
+
 Target (issue 5, float32): the product's engine ``>= 1.3x torch``; the JAX ratio is reported.
 
 ``run(argv) -> dict`` returns the JSON document (for ``nonequil bench``); ``--json`` prints
@@ -51,7 +54,7 @@ import numpy as np
 from experiments.bench_ou import Bench, Skipped, choose_threads, log
 from experiments.bench_train import (D, DEPTH, F_MAX, F_MIN, N_FREQ, SEED, WIDTH,
                                      compute_ratios, fmt_table, loadavg, machine,
-                                     run_benches)
+                                     omp_policy, run_benches)
 
 SAMPLER = "em"
 TARGETS = [      # (key, description, ours, peer, minimum ratio)
@@ -304,6 +307,8 @@ def parse(argv):
                    help="threads for every implementation (default: available CPUs)")
     p.add_argument("--reps", type=int, default=2, help="repetitions (>= 1; default 2)")
     p.add_argument("--no-peers", action="store_true", help="skip torch/jax")
+    p.add_argument("--omp-active", action="store_true",
+                   help="leave OMP_WAIT_POLICY alone (default: PASSIVE if unset)")
     a = p.parse_args(argv)
     if a.n is None:
         a.n = 256 if a.quick else 10 ** 4
@@ -317,6 +322,7 @@ def parse(argv):
 def run(argv=None):
     """Run the benchmark; returns the JSON document (a dict)."""
     a = parse(argv)
+    policy = omp_policy(a.omp_active)
     T = choose_threads(a.threads)
     load0 = loadavg()
     model = bench_model()
@@ -357,6 +363,7 @@ def run(argv=None):
             "config": {"n": a.n, "steps": a.steps, "sampler": SAMPLER, "reps": a.reps,
                        "quick": a.quick, "threads": T, "sizes": list(model.sizes),
                        "dtype": "float32", "seed": SEED, "rate_from": "best repetition",
+                       "omp_wait_policy": policy,
                        "argv": sys.argv[1:] if argv is None else list(argv)},
             "machine": info, "results": results, "ratios": ratios,
             "ratios_per_cpu_s": ratios_cpu, "targets": targets}

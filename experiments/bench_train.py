@@ -32,6 +32,13 @@ also carries items per CPU-second of this process (less sensitive to other load)
 figure also reports its mean loss over the last repetition, a cheap check that every
 implementation trains the same problem (all start near 1 and decrease).
 
+OpenMP waiting.  Unless ``--omp-active`` is given, the benchmark sets ``OMP_WAIT_POLICY=PASSIVE``
+(if the variable is unset) before torch or Numba's OpenMP layer loads libgomp: with the default
+active spinning, torch with 2 threads ran 20x slower (2 against 40 steps/s, measured) on a
+loaded 2-core machine, which would measure the machine's load rather than torch.  The policy
+in force is recorded in ``config.omp_wait_policy``.  (nonequil's training engine runs no
+OpenMP region while training: its shard threads are Python threads that block when idle.)
+
 Targets (issue 4, float32): ``nonequil_f32 >= 1.1x torch_f32`` and ``>= 0.8x jax_f32``.
 
 ``run(argv) -> dict`` returns the JSON document (the ``nonequil bench`` suite calls it);
@@ -431,6 +438,8 @@ def parse(argv):
                    help="threads for every implementation (default: available CPUs)")
     p.add_argument("--reps", type=int, default=3, help="repetitions (>= 1; default 3)")
     p.add_argument("--no-peers", action="store_true", help="skip torch/jax/numpy")
+    p.add_argument("--omp-active", action="store_true",
+                   help="leave OMP_WAIT_POLICY alone (default: PASSIVE if unset)")
     a = p.parse_args(argv)
     if a.steps is None:
         a.steps = 20 if a.quick else 500
@@ -543,9 +552,18 @@ def loadavg():
         return None
 
 
+def omp_policy(active):
+    """Set OMP_WAIT_POLICY=PASSIVE unless ``active`` or already set (see the module
+    docstring); returns the policy in force.  Effective only before libgomp is loaded."""
+    if not active:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return os.environ.get("OMP_WAIT_POLICY", "(unset: active)")
+
+
 def run(argv=None):
     """Run the benchmark; returns the JSON document (a dict)."""
     a = parse(argv)
+    policy = omp_policy(a.omp_active)
     T = choose_threads(a.threads)
     load0 = loadavg()
     benches, results = [], {}
@@ -580,6 +598,7 @@ def run(argv=None):
                        "optimizer": "adam", "lr": LR, "clip": CLIP, "ema": EMA,
                        "process": "vp linear", "data": f"{N_DATA} x {D} Gaussian mixture",
                        "seed": SEED, "rate_from": "best repetition",
+                       "omp_wait_policy": policy,
                        "argv": sys.argv[1:] if argv is None else list(argv)},
             "machine": info, "results": results, "ratios": ratios,
             "ratios_per_cpu_s": ratios_cpu, "targets": targets}

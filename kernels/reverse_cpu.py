@@ -46,15 +46,19 @@ Engines (same stages, same noise, same update arithmetic):
 
 The caller limits the BLAS threads (``threadpoolctl``) around ``reverse_batched``.
 
-Speed (2-core Zen 4, network [17, 128, 128, 128, 1], float64): ``reverse_fused`` runs about
-2.4e5 network evaluations per second (8 GMAC/s), 1.2x ``reverse_batched`` with BLAS;
-``nonequil.samplers.ENGINE_NOTE`` has the full table.  Two details of the explicit loops
-matter (each measured 3-5x): index the weights through slices (``theta[w0 + i*nout + j]``
-with a start of unknown sign makes numba emit a negative-index wraparound per element, which
-stops LLVM from vectorising the j loop), and write the hidden activations back into the input
-buffer instead of swapping the two buffers (after a swap LLVM cannot prove they do not
-alias).  ``kernels.mlp_cpu.mlp_forward_rows_into`` still has both, hence ``use_rows=True``
-is about 5x slower than ``reverse_fused`` while computing the same bits.
+Speed (2-core Zen 4, network [17, 128, 128, 128, 1], float64): ``reverse_fused`` ran about
+2.4e5 network evaluations per second (8 GMAC/s), 1.2x ``reverse_batched`` with BLAS
+(``nonequil.samplers.ENGINE_NOTE``), before the accumulation went eight inputs per pass
+(``mlp_cpu._rows_matmul_acc``: float32, [18, 128, 128, 128, 2], one thread, 3.8e5 ->
+5.7e5 evaluations per CPU-second, the same bits; ``experiments.bench_sample`` measures the
+engines against torch and jax).  Three details of the explicit loops matter (each measured
+1.5-5x): index the weights through slices (``theta[w0 + i*nout + j]`` with a start of
+unknown sign makes numba emit a negative-index wraparound per element, which stops LLVM from
+vectorising the j loop); write the hidden activations back into the input buffer instead of
+swapping the two buffers (after a swap LLVM cannot prove they do not alias); and load and
+store each accumulator once per eight multiply-adds.  ``kernels.mlp_cpu.mlp_forward_rows_into``
+shares the accumulation but copies the activations back from a separate buffer, so
+``use_rows=True`` is slower than ``reverse_fused`` while computing the same bits.
 """
 import math
 

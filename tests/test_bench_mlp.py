@@ -61,6 +61,7 @@ def test_bench_train_quick():
     c = doc["config"]
     assert (c["steps"], c["batch"], c["quick"], c["reps"]) == (6, 64, True, 2)
     assert c["sizes"] == [18, 128, 128, 128, 2]
+    assert c["omp_wait_policy"].upper() == "PASSIVE" or "OMP_WAIT_POLICY" in os.environ
     res = doc["results"]
     for name in ("nonequil_f32", "nonequil_f64"):
         r = res[name]
