@@ -24,7 +24,10 @@ two-component Gaussian mixture.  Default 500 steps per repetition (quick: 20 ste
   - ``jax``: ``jax.jit`` of a ``lax.scan`` over the steps (the whole run is one compiled
     call), ``value_and_grad``, Adam, clipping and EMA written in ``jax.numpy``; compiled ahead
     of time, compilation excluded;
-  - ``numpy``: a plain NumPy forward / backward / Adam (BLAS limited to T threads).
+  - ``numpy``: a plain NumPy forward / backward / Adam, BLAS limited to ``--numpy-threads``
+    (default 1: NumPy's OpenBLAS threads busy-wait, and with 2 of them the plain-numpy step
+    ran 20-40x slower on a loaded 2-core machine, 4.5 against 85 steps/s, measured; context
+    only, no target refers to it).
 
 Every figure is timed ``--reps`` times (default 3) round-robin, so that background load hits
 all of them alike; the rate uses the best repetition (median reported too), and each result
@@ -438,6 +441,8 @@ def parse(argv):
                    help="threads for every implementation (default: available CPUs)")
     p.add_argument("--reps", type=int, default=3, help="repetitions (>= 1; default 3)")
     p.add_argument("--no-peers", action="store_true", help="skip torch/jax/numpy")
+    p.add_argument("--numpy-threads", type=int, default=1,
+                   help="BLAS threads of the plain-numpy peer (default 1; see above)")
     p.add_argument("--omp-active", action="store_true",
                    help="leave OMP_WAIT_POLICY alone (default: PASSIVE if unset)")
     a = p.parse_args(argv)
@@ -586,7 +591,8 @@ def run(argv=None):
         for dt in DTYPES:
             add(lambda dt=dt: TorchTrain(a.steps, a.batch, dt, T), f"torch_{tag(dt)}")
             add(lambda dt=dt: JaxTrain(a.steps, a.batch, dt), f"jax_{tag(dt)}")
-            add(lambda dt=dt: NumpyTrain(a.steps, a.batch, dt, T), f"numpy_{tag(dt)}")
+            add(lambda dt=dt: NumpyTrain(a.steps, a.batch, dt, max(1, a.numpy_threads)),
+                f"numpy_{tag(dt)}")
     results = run_benches(benches, results, a.reps)
     info = machine(T)
     info["loadavg_start"], info["loadavg_end"] = load0, loadavg()

@@ -63,6 +63,7 @@ shares the accumulation but copies the activations back from a separate buffer, 
 import math
 
 import numpy as np
+import numba
 from numba import njit, prange
 
 from ._target import cpu_kernel, scalar
@@ -75,6 +76,7 @@ STAGE_HEUN_PREDICT = 1
 STAGE_HEUN_CORRECT = 2
 
 LANES = 16          # walkers per prange block of the fused kernel
+FUSED_CHUNK = 2     # prange blocks a thread takes at a time (dynamic scheduling)
 
 
 @scalar
@@ -140,13 +142,31 @@ def _first_record(rec_stage, s0):
     return r
 
 
-@cpu_kernel(parallel=True)
 def reverse_fused(theta, offsets, act, freqs, kinds, coef, taus, noise, seed, purpose, first,
                   s0, s1, y, u, d, rec_stage, rec_y):
     """Run stages s0 .. s1-1 on every walker (rows of y, u, d; updated in place).
 
-    See the module docstring.  ``first`` is the absolute index of row 0.
+    See the module docstring.  ``first`` is the absolute index of row 0.  The blocks of the
+    ``prange`` are handed out dynamically, ``FUSED_CHUNK`` at a time
+    (``numba.set_parallel_chunksize`` around the call; inside the kernel it would stop
+    Numba from caching it), instead of one equal share per thread: on a loaded machine a
+    descheduled thread may hold up the whole region (the static split got 0.13 CPU-seconds
+    per wall second with 2 threads at load 15 in ``experiments.bench_sample``; an A/B at load
+    9 showed no difference either way: 3.75e5 against 3.80e5 evaluations/s, so this is a
+    guard, not a measured gain).  The results do not depend on it.
     """
+    old = numba.set_parallel_chunksize(FUSED_CHUNK)
+    try:
+        _reverse_fused(theta, offsets, act, freqs, kinds, coef, taus, noise, seed, purpose,
+                       first, s0, s1, y, u, d, rec_stage, rec_y)
+    finally:
+        numba.set_parallel_chunksize(old)
+
+
+@cpu_kernel(parallel=True)
+def _reverse_fused(theta, offsets, act, freqs, kinds, coef, taus, noise, seed, purpose, first,
+                   s0, s1, y, u, d, rec_stage, rec_y):
+    """The kernel of ``reverse_fused``."""
     _check(theta, offsets, freqs, kinds, coef, taus, noise, s0, s1, y, u, d, rec_stage, rec_y)
     B, D = y.shape
     L = offsets.shape[0]
