@@ -41,7 +41,10 @@ Precision and dtypes
 to compile), and outputs passed in (``Y``, ``cache``, ``grad``, ``dX``) must be C-contiguous.
 Shapes are checked (``ValueError``); dtypes and finiteness are the caller's job.  Matrix
 products run in that dtype through BLAS (``np.dot`` inside njit: SciPy's OpenBLAS).
-Activations are evaluated in float64 and rounded to the array dtype.  ``mlp_forward_rows`` is
+Activations follow the array dtype: float64 arrays in float64 (``exp_neg``); float32 arrays
+in float32 arithmetic (``exp_neg32``, within a few float32 ulp; 2.2x faster than float64
+maths on float32 data, measured on [1024, 128]).  The dispatch is ``silu_value`` /
+``silu_grad`` (Numba overloads on the element type).  ``mlp_forward_rows`` is
 the fused per-walker forward used for sampling: the same maths with explicit loops
 (summation over the inputs of a unit in index order, then the bias).  It is *not* bitwise equal
 to the batched ``mlp_forward``, because BLAS blocks and orders its sums differently; the two
@@ -80,7 +83,7 @@ import scipy.linalg.cython_blas  # noqa: F401  (numba's np.dot calls it; see "Th
 from llvmlite import ir as llvm_ir
 from numba import njit, prange
 from numba.core import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from ._target import CACHE, cpu_kernel, scalar
 from .philox import sincos_turns
@@ -97,6 +100,17 @@ LN2_HI = 6.93147180369123816490e-01   # fdlibm split of ln 2 (n * LN2_HI exact f
 LN2_LO = 1.90821492927058770002e-10
 ROUND_MAGIC = 6755399441055744.0      # 1.5 * 2**52: (y + M) - M rounds y to the nearest integer
 EXP_NEG_MAX = 708.0                   # exp(-708) ~ 3.3e-308 is still a normal number
+
+# float32 constants of exp_neg32 (numpy float32 globals are float32 constants in njit code)
+F32_ZERO = np.float32(0.0)
+F32_ONE = np.float32(1.0)
+F32_LOG2E = np.float32(LOG2E)
+F32_LN2_HI = np.float32(0.693359375)
+F32_LN2_LO = np.float32(-2.12194440e-4)
+F32_ROUND_MAGIC = np.float32(12582912.0)     # 1.5 * 2**23
+F32_EXP_NEG_MAX = np.float32(87.0)           # exp(-87) ~ 1.6e-38 is still a normal float32
+F32_C2, F32_C3, F32_C4, F32_C5, F32_C6, F32_C7 = (np.float32(1.0 / math.factorial(k))
+                                                  for k in range(2, 8))   # Taylor of exp
 
 # the options of kernels._target.cpu_kernel, for small helpers inlined into the array loops
 _INLINE = dict(inline="always", cache=CACHE, error_model="numpy", nogil=True, fastmath=False)
@@ -239,6 +253,96 @@ def sigmoid(z):
     return e * s if z < 0.0 else s
 
 
+@intrinsic
+def _int64_low_bits_as_float32(typingctx, x):
+    """The float32 whose bit pattern is the low 32 bits of the int64 x (CPU only)."""
+    sig = types.float32(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.trunc(args[0], llvm_ir.IntType(32)),
+                               llvm_ir.FloatType())
+
+    return sig, codegen
+
+
+@njit(**_INLINE)
+def exp_neg32(a):
+    """exp(-a) for a float32 a >= 0, in float32 arithmetic: vectorisable (16 lanes with
+    AVX-512), within ~2 ulp of float32; 0 for a > 87; NaN -> NaN.  CPU only (bitcast).
+
+    The scheme of ``exp_neg`` in float32: n = round(a / ln2) by the 1.5*2**23 trick, the
+    Cody-Waite split ln2 = 0.693359375 - 2.12194440e-4 (n * LN2_HI32 is exact for n < 2**15),
+    |r| <= ln2/2, exp(r) by its degree-7 Taylor polynomial (truncation below 6e-9, a tenth of
+    an ulp), 2**-n written into the exponent bits.
+    """
+    big = a > F32_EXP_NEG_MAX
+    a = min(a, F32_EXP_NEG_MAX)
+    n = (a * F32_LOG2E + F32_ROUND_MAGIC) - F32_ROUND_MAGIC
+    r = (n * F32_LN2_HI - a) + n * F32_LN2_LO
+    r2 = r * r
+    r4 = r2 * r2
+    q1 = F32_C2 + r * F32_C3
+    q2 = F32_C4 + r * F32_C5
+    q3 = F32_C6 + r * F32_C7
+    tail = r2 * ((q1 + r2 * q2) + r4 * q3)
+    p = F32_ONE + (r + tail)
+    res = p * _int64_low_bits_as_float32((127 - np.int64(n)) << 23)
+    return F32_ZERO if big else res
+
+
+@njit(**_INLINE)
+def sigmoid32(z):
+    """1 / (1 + exp(-z)) for a float32 z, in float32 arithmetic (vectorisable; CPU)."""
+    e = exp_neg32(abs(z))
+    s = F32_ONE / (F32_ONE + e)
+    return e * s if z < F32_ZERO else s
+
+
+def silu_grad(z):
+    """(silu(z), silu'(z)) in the precision of z (float32 -> float32 arithmetic with
+    ``exp_neg32``; anything else -> float64 with ``exp_neg``).  For njit code only."""
+    raise NotImplementedError("silu_grad is a Numba overload; call it from njit code")
+
+
+def silu_value(z):
+    """silu(z) in the precision of z (see ``silu_grad``).  For njit code only."""
+    raise NotImplementedError("silu_value is a Numba overload; call it from njit code")
+
+
+@overload(silu_grad, inline="always")
+def _silu_grad_impl(z):
+    if z == types.float32:
+        def impl32(z):
+            # 1 - s from e = exp(-|z|) rather than by subtraction: in float32, 1 - s loses
+            # all its digits for z > 16 and silu' = s + h (1 - s) was off by 8 ulp there
+            e = exp_neg32(abs(z))
+            q = F32_ONE / (F32_ONE + e)
+            eq = e * q
+            neg = z < F32_ZERO
+            s = eq if neg else q
+            h = z * s
+            return h, s + h * (q if neg else eq)
+        return impl32
+
+    def impl64(z):
+        z = float(z)
+        s = sigmoid(z)
+        h = z * s
+        return h, s + h * (1.0 - s)
+    return impl64
+
+
+@overload(silu_value, inline="always")
+def _silu_value_impl(z):
+    if z == types.float32:
+        return lambda z: z * sigmoid32(z)
+
+    def impl64(z):
+        z = float(z)
+        return z * sigmoid(z)
+    return impl64
+
+
 @scalar
 def mlp_act(z, act):
     """Activation ``act`` at z (float64): the portable definition (GPU kernels, references).
@@ -289,8 +393,7 @@ def _bias_act(Z, b, act):
     if act == ACT_SILU:
         for r in range(B):
             for j in range(n):
-                z = float(Z[r, j] + b[j])
-                Z[r, j] = z * sigmoid(z)
+                Z[r, j] = silu_value(Z[r, j] + b[j])
     elif act == ACT_TANH:
         for r in range(B):
             for j in range(n):
@@ -309,11 +412,9 @@ def _bias_act_deriv(ZD, b, H, act):
     if act == ACT_SILU:
         for r in range(B):
             for j in range(n):
-                z = float(ZD[r, j] + b[j])
-                s = sigmoid(z)
-                h = z * s
+                h, dh = silu_grad(ZD[r, j] + b[j])
                 H[r, j] = h
-                ZD[r, j] = s + h * (1.0 - s)
+                ZD[r, j] = dh
     elif act == ACT_TANH:
         for r in range(B):
             for j in range(n):
@@ -544,6 +645,70 @@ def mlp_backward(theta, offsets, act, cache, dY):
 # ---------------------------------------------------------------------------------------
 # fused per-walker forward (prange, no BLAS)
 # ---------------------------------------------------------------------------------------
+@njit(**_INLINE)
+def _rows_matmul_acc(h, theta, w0, nin, nout, nr, acc):
+    """acc[r, j] += sum_i h[r, i] W[i, j] for r < nr, the terms added one at a time in i
+    order (the roundings of ``mlp_cpu.mlp_forward_rows_into``, bit for bit).
+
+    Eight (then four, then one) inputs per pass over acc: each acc vector is loaded and
+    stored once per eight multiply-adds instead of once per one (the loop was bound by the
+    loads and stores of acc).  Measured in ``reverse_fused`` (float32, [18, 128, 128, 128,
+    2], one thread): 3.8e5 network evaluations per CPU-second before, 5.3e5 with four, 5.7e5
+    with eight inputs per pass, the same bits.  Weights through slices: with ``theta[w0 + i*nout + j]``
+    numba's negative-index wraparound check on an index of unknown sign stops LLVM from
+    vectorising the j loop (measured 4-5x slower).
+    """
+    i = 0
+    while i + 8 <= nin:
+        w_a = theta[w0 + i * nout:w0 + (i + 1) * nout]
+        w_b = theta[w0 + (i + 1) * nout:w0 + (i + 2) * nout]
+        w_c = theta[w0 + (i + 2) * nout:w0 + (i + 3) * nout]
+        w_d = theta[w0 + (i + 3) * nout:w0 + (i + 4) * nout]
+        w_e = theta[w0 + (i + 4) * nout:w0 + (i + 5) * nout]
+        w_f = theta[w0 + (i + 5) * nout:w0 + (i + 6) * nout]
+        w_g = theta[w0 + (i + 6) * nout:w0 + (i + 7) * nout]
+        w_h = theta[w0 + (i + 7) * nout:w0 + (i + 8) * nout]
+        for r in range(nr):
+            hr = h[r]
+            xa = hr[i]
+            xb = hr[i + 1]
+            xc = hr[i + 2]
+            xd = hr[i + 3]
+            xe = hr[i + 4]
+            xf = hr[i + 5]
+            xg = hr[i + 6]
+            xh = hr[i + 7]
+            ar = acc[r]
+            for j in range(nout):
+                ar[j] = (((((((ar[j] + xa * w_a[j]) + xb * w_b[j]) + xc * w_c[j])
+                            + xd * w_d[j]) + xe * w_e[j]) + xf * w_f[j]) + xg * w_g[j]) \
+                    + xh * w_h[j]
+        i += 8
+    while i + 4 <= nin:
+        w_a = theta[w0 + i * nout:w0 + (i + 1) * nout]
+        w_b = theta[w0 + (i + 1) * nout:w0 + (i + 2) * nout]
+        w_c = theta[w0 + (i + 2) * nout:w0 + (i + 3) * nout]
+        w_d = theta[w0 + (i + 3) * nout:w0 + (i + 4) * nout]
+        for r in range(nr):
+            hr = h[r]
+            xa = hr[i]
+            xb = hr[i + 1]
+            xc = hr[i + 2]
+            xd = hr[i + 3]
+            ar = acc[r]
+            for j in range(nout):
+                ar[j] = (((ar[j] + xa * w_a[j]) + xb * w_b[j]) + xc * w_c[j]) + xd * w_d[j]
+        i += 4
+    while i < nin:
+        wr = theta[w0 + i * nout:w0 + (i + 1) * nout]
+        for r in range(nr):
+            x = h[r, i]
+            ar = acc[r]
+            for j in range(nout):
+                ar[j] += x * wr[j]
+        i += 1
+
+
 @cpu_kernel(parallel=True)
 def mlp_forward_rows_into(theta, offsets, act, X, Y):
     """Y = MLP(X) computed row by row with explicit loops, ``prange`` over blocks of rows.
@@ -576,14 +741,8 @@ def mlp_forward_rows_into(theta, offsets, act, X, Y):
             for r in range(nr):
                 for j in range(nout):
                     acc[r, j] = 0
-            # weights through slices (a computed index into theta gets a negative-index
-            # check that stops vectorisation) and no buffer swap (aliasing): same sums
-            for i in range(nin):
-                wr = theta[w0 + i * nout:w0 + (i + 1) * nout]
-                for r in range(nr):
-                    x = h[r, i]
-                    for j in range(nout):
-                        acc[r, j] += x * wr[j]
+            # weights through slices, no buffer swap (aliasing): see _rows_matmul_acc
+            _rows_matmul_acc(h, theta, w0, nin, nout, nr, acc)
             bb = theta[b0:b0 + nout]
             if l == L - 1:
                 for r in range(nr):

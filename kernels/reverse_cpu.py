@@ -46,24 +46,29 @@ Engines (same stages, same noise, same update arithmetic):
 
 The caller limits the BLAS threads (``threadpoolctl``) around ``reverse_batched``.
 
-Speed (2-core Zen 4, network [17, 128, 128, 128, 1], float64): ``reverse_fused`` runs about
-2.4e5 network evaluations per second (8 GMAC/s), 1.2x ``reverse_batched`` with BLAS;
-``nonequil.samplers.ENGINE_NOTE`` has the full table.  Two details of the explicit loops
-matter (each measured 3-5x): index the weights through slices (``theta[w0 + i*nout + j]``
-with a start of unknown sign makes numba emit a negative-index wraparound per element, which
-stops LLVM from vectorising the j loop), and write the hidden activations back into the input
-buffer instead of swapping the two buffers (after a swap LLVM cannot prove they do not
-alias).  ``kernels.mlp_cpu.mlp_forward_rows_into`` still has both, hence ``use_rows=True``
-is about 5x slower than ``reverse_fused`` while computing the same bits.
+Speed (2-core Zen 4, network [17, 128, 128, 128, 1], float64): ``reverse_fused`` ran about
+2.4e5 network evaluations per second (8 GMAC/s), 1.2x ``reverse_batched`` with BLAS
+(``nonequil.samplers.ENGINE_NOTE``), before the accumulation went eight inputs per pass
+(``mlp_cpu._rows_matmul_acc``: float32, [18, 128, 128, 128, 2], one thread, 3.8e5 ->
+5.7e5 evaluations per CPU-second, the same bits; ``experiments.bench_sample`` measures the
+engines against torch and jax).  Three details of the explicit loops matter (each measured
+1.5-5x): index the weights through slices (``theta[w0 + i*nout + j]`` with a start of
+unknown sign makes numba emit a negative-index wraparound per element, which stops LLVM from
+vectorising the j loop); write the hidden activations back into the input buffer instead of
+swapping the two buffers (after a swap LLVM cannot prove they do not alias); and load and
+store each accumulator once per eight multiply-adds.  ``kernels.mlp_cpu.mlp_forward_rows_into``
+shares the accumulation but copies the activations back from a separate buffer, so
+``use_rows=True`` is slower than ``reverse_fused`` while computing the same bits.
 """
 import math
 
 import numpy as np
+import numba
 from numba import njit, prange
 
 from ._target import cpu_kernel, scalar
-from .mlp_cpu import (_INLINE, ACT_SILU, ACT_TANH, mlp_forward_into, mlp_forward_rows_into,
-                      sigmoid, time_sincos)
+from .mlp_cpu import (_INLINE, ACT_SILU, ACT_TANH, _rows_matmul_acc, mlp_forward_into,
+                      mlp_forward_rows_into, silu_value, time_sincos)
 from .philox import normal_j, philox_words, uniform53
 
 STAGE_AFFINE = 0
@@ -71,6 +76,7 @@ STAGE_HEUN_PREDICT = 1
 STAGE_HEUN_CORRECT = 2
 
 LANES = 16          # walkers per prange block of the fused kernel
+FUSED_CHUNK = 2     # prange blocks a thread takes at a time (dynamic scheduling)
 
 
 @scalar
@@ -112,8 +118,7 @@ def _act_into(acc, b, nr, nout, act, h):
             ar = acc[r]
             hr = h[r]
             for j in range(nout):
-                z = float(ar[j] + b[j])
-                hr[j] = z * sigmoid(z)
+                hr[j] = silu_value(ar[j] + b[j])
     elif act == ACT_TANH:
         for r in range(nr):
             ar = acc[r]
@@ -137,13 +142,31 @@ def _first_record(rec_stage, s0):
     return r
 
 
-@cpu_kernel(parallel=True)
 def reverse_fused(theta, offsets, act, freqs, kinds, coef, taus, noise, seed, purpose, first,
                   s0, s1, y, u, d, rec_stage, rec_y):
     """Run stages s0 .. s1-1 on every walker (rows of y, u, d; updated in place).
 
-    See the module docstring.  ``first`` is the absolute index of row 0.
+    See the module docstring.  ``first`` is the absolute index of row 0.  The blocks of the
+    ``prange`` are handed out dynamically, ``FUSED_CHUNK`` at a time
+    (``numba.set_parallel_chunksize`` around the call; inside the kernel it would stop
+    Numba from caching it), instead of one equal share per thread: on a loaded machine a
+    descheduled thread may hold up the whole region (the static split got 0.13 CPU-seconds
+    per wall second with 2 threads at load 15 in ``experiments.bench_sample``; an A/B at load
+    9 showed no difference either way: 3.75e5 against 3.80e5 evaluations/s, so this is a
+    guard, not a measured gain).  The results do not depend on it.
     """
+    old = numba.set_parallel_chunksize(FUSED_CHUNK)
+    try:
+        _reverse_fused(theta, offsets, act, freqs, kinds, coef, taus, noise, seed, purpose,
+                       first, s0, s1, y, u, d, rec_stage, rec_y)
+    finally:
+        numba.set_parallel_chunksize(old)
+
+
+@cpu_kernel(parallel=True)
+def _reverse_fused(theta, offsets, act, freqs, kinds, coef, taus, noise, seed, purpose, first,
+                   s0, s1, y, u, d, rec_stage, rec_y):
+    """The kernel of ``reverse_fused``."""
     _check(theta, offsets, freqs, kinds, coef, taus, noise, s0, s1, y, u, d, rec_stage, rec_y)
     B, D = y.shape
     L = offsets.shape[0]
@@ -200,16 +223,7 @@ def reverse_fused(theta, offsets, act, freqs, kinds, coef, taus, noise, seed, pu
                     ar = acc[r]
                     for j in range(nout):
                         ar[j] = 0
-                for i in range(nin):
-                    # slices: with ``theta[w0 + i*nout + j]`` numba's negative-index
-                    # wraparound check on an index of unknown sign stops LLVM from
-                    # vectorising the j loop (measured 4-5x slower)
-                    wr = theta[w0 + i * nout:w0 + (i + 1) * nout]
-                    for r in range(nr):
-                        x = h[r, i]
-                        ar = acc[r]
-                        for j in range(nout):
-                            ar[j] += x * wr[j]
+                _rows_matmul_acc(h, theta, w0, nin, nout, nr, acc)
                 bv = theta[b0:b0 + nout]
                 if l == L - 1:
                     for r in range(nr):

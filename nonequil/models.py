@@ -105,6 +105,9 @@ NORMALIZE = ("diag", "pca", "none")
 # scheduled): 3.2 s against 22-75 s for 1000 default training steps at load 1-3.  Pass
 # ``threads`` (``--threads``) to use more on an idle machine.
 DEFAULT_BLAS_THREADS = 1
+# rows per shard of a training batch (``ShardedNet``): fixed, so results do not depend on the
+# thread count; 256 rows keep the products large enough for BLAS to run near its peak
+SHARD_ROWS = 256
 CONTINUOUS = ("vp", "subvp", "ve")
 PROCESS_NAMES = ("vp", "subvp", "ve", "ddpm", "binomial")
 
@@ -626,6 +629,106 @@ class MLPScoreModel:
         return (f"MLPScoreModel(process={c.process}, dim={self.dim}, sizes={self.sizes}, "
                 f"act={c.activation}, param={c.parametrisation}, dtype={c.dtype}, "
                 f"step={self.step})")
+
+
+class ShardedNet:
+    """Forward-with-cache and backward passes of a batch split into fixed row shards.
+
+    A batch of B rows is cut into ``ceil(B / SHARD_ROWS)`` shards of consecutive rows (the
+    cut depends on B only).  Each shard runs ``kernels.mlp_cpu.mlp_forward_cache_into`` /
+    ``mlp_backward_into`` with single-threaded BLAS; ``threads`` Python threads run the shards
+    concurrently (the kernels release the GIL), and the shard gradients are summed in shard
+    order.  So the result does not depend on ``threads`` (bit for bit), and the two cores
+    work through whole shards -- activations included -- with two synchronisations per
+    training step instead of one per matrix product (OpenBLAS's own threads were measured
+    7-23x slower than one thread on a loaded 2-core machine; see ``DEFAULT_BLAS_THREADS``).
+    One shard (B <= SHARD_ROWS) is exactly the unsharded computation.
+
+    ``X``, ``out``, ``dY`` and ``dX`` are the caller's full-batch arrays [B, .]; ``grad`` the
+    flat gradient.  The caller limits the BLAS to one thread (``blas_threads``).
+    """
+
+    def __init__(self, model, batch, threads):
+        from kernels import mlp_cpu
+
+        self.model = model
+        self.B = int(batch)
+        n = max(1, -(-self.B // SHARD_ROWS))
+        edges = [self.B * i // n for i in range(n + 1)]
+        self.bounds = [(edges[i], edges[i + 1]) for i in range(n)]
+        dt = model.np_dtype
+        self.caches = [np.empty(mlp_cpu.cache_size(model.offsets, b - a), dt)
+                       for a, b in self.bounds]
+        self.grads = [None] + [np.empty(model.n_params, dt) for _ in self.bounds[1:]]
+        self.threads = max(1, min(int(threads), n))
+        self.pool = None
+        if self.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nonequil-shard")
+
+    @property
+    def blas_threads(self):
+        """BLAS threads to use around the passes: 1 when sharded, else ``threads``."""
+        return 1 if len(self.bounds) > 1 else self.threads
+
+    def _map(self, fn):
+        if self.pool is None:
+            for i in range(len(self.bounds)):
+                fn(i)
+        else:
+            list(self.pool.map(fn, range(len(self.bounds))))
+
+    def forward_cache(self, X, out):
+        from kernels import mlp_cpu
+
+        m = self.model
+
+        def one(i):
+            a, b = self.bounds[i]
+            mlp_cpu.mlp_forward_cache_into(m.theta, m.offsets, m.act, X[a:b], self.caches[i],
+                                           out[a:b])
+        self._map(one)
+
+    def backward(self, dY, grad, dX):
+        from kernels import mlp_cpu
+
+        m = self.model
+
+        def one(i):
+            a, b = self.bounds[i]
+            g = grad if i == 0 else self.grads[i]
+            mlp_cpu.mlp_backward_into(m.theta, m.offsets, m.act, self.caches[i], dY[a:b], g,
+                                      dX[a:b])
+        self._map(one)
+        for g in self.grads[1:]:
+            grad += g
+
+    def forward_backward(self, X, out, dY, grad, dX, shard_loss):
+        """Forward, then ``part = shard_loss(a, b)`` (which must fill dY[a:b] from out[a:b]),
+        then backward, each shard in one task: one synchronisation instead of two.  Returns
+        the list of parts in shard order; grad is the shard gradients summed in order."""
+        from kernels import mlp_cpu
+
+        m = self.model
+        parts = [0.0] * len(self.bounds)
+
+        def one(i):
+            a, b = self.bounds[i]
+            mlp_cpu.mlp_forward_cache_into(m.theta, m.offsets, m.act, X[a:b], self.caches[i],
+                                           out[a:b])
+            parts[i] = shard_loss(a, b)
+            mlp_cpu.mlp_backward_into(m.theta, m.offsets, m.act, self.caches[i], dY[a:b],
+                                      grad if i == 0 else self.grads[i], dX[a:b])
+        self._map(one)
+        for g in self.grads[1:]:
+            grad += g
+        return parts
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+            self.pool = None
 
 
 def _s(v):

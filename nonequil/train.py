@@ -65,16 +65,20 @@ Randomness (all Philox, ``kernels.streams``; purposes ``PURPOSE_TRAIN + i``)
 
 Hence a run is a pure function of (data, config, seed) on a given machine (BLAS build, CPU
 kernels and thread count): it does not depend on checkpoints, resumes or the chunking of
-the random draws, and a resumed run equals an uninterrupted one bit for bit.  Matrix
-products go through BLAS (OpenBLAS) with an explicit number of threads, set with
-``threadpoolctl`` around the whole run: ``threads`` (default ``DEFAULT_BLAS_THREADS`` = 1 of
+the random draws, and a resumed run equals an uninterrupted one bit for bit.
+
+Threads.  A batch is cut into fixed shards of ``SHARD_ROWS`` (256) rows
+(``nonequil.models.ShardedNet``); ``threads`` Python threads run the shards' forward and
+backward passes concurrently, each with single-threaded BLAS (set with ``threadpoolctl``
+around the run), and the shard gradients are summed in shard order, so batches of more than
+256 rows give the same bits for any ``threads``.  A batch of at most 256 rows is one shard,
+and its products use ``threads`` OpenBLAS threads (default ``DEFAULT_BLAS_THREADS`` = 1 of
 ``nonequil.models``: at these sizes two OpenBLAS threads were measured 7-23x slower than one
-on a 2-core machine shared with other processes; give ``threads=2`` or ``--threads 2`` on
-an idle machine).  The thread count can change the last bits (measured: 1 and 2 threads
-differ for a batch of 500, agree for 512), so it is recorded in the checkpoint and the
-provenance, and a resume with another count warns that the result will not be bitwise that
-of an uninterrupted run.  No BLAS runs inside a Numba ``prange`` region: the Philox fills
-(``prange``) run between BLAS calls, once per block of steps.
+on a 2-core machine shared with other processes); only then can the thread count change the
+last bits.  The count is recorded in the checkpoint and the provenance, and a resume with
+another count warns.  No BLAS runs inside a Numba ``prange`` region: the Philox fills run on
+one Numba thread between steps, once per block of steps (``_serial_numba``: a 2-thread
+parallel region of that size was measured 80x slower on a loaded machine).
 
 Files
 -----
@@ -88,6 +92,7 @@ continues from the checkpoint (it must match the configuration and the data), or
 from step 0 with a warning when there is none.  A non-finite loss or gradient stops the run
 with a ``RunError`` naming the step and the kept checkpoint (the last good state).
 """
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -99,7 +104,7 @@ import numpy as np
 
 from .errors import InputError, RunError
 from .models import (CONTINUOUS, DEFAULT_BLAS_THREADS, INT_KEYS, PROCESS_NAMES,
-                     ModelConfig, MLPScoreModel, process_keys)
+                     ModelConfig, MLPScoreModel, ShardedNet, process_keys)
 
 MAX_U32 = 2**32
 MAX_STEPS = 10**8          # the per-step loss history is kept in memory (8 bytes a step)
@@ -395,7 +400,7 @@ class _Trainer:
         dt = self.model.np_dtype
         m = self.model
         self.X = np.empty((self.B, m.sizes[0]), dt)
-        self.cache = np.empty(mlp_cpu.cache_size(m.offsets, self.B), dt)
+        self.net = ShardedNet(m, self.B, self.threads)
         self.out = np.empty((self.B, self.D), dt)
         self.dY = np.empty((self.B, self.D), dt)
         self.grad = np.empty(m.n_params, dt)
@@ -527,7 +532,8 @@ class _Trainer:
         """The block entry of update k: (block, a, b) with rows a:b of the block arrays."""
         blk = self._block
         if blk is None or not blk["s0"] <= k < blk["s0"] + blk["ns"]:
-            self._draw_block(k, min(self.block_steps, self.cfg.steps - k))
+            with _serial_numba():
+                self._draw_block(k, min(self.block_steps, self.cfg.steps - k))
             blk = self._block
         a = (k - blk["s0"]) * self.B
         return blk, a, a + self.B
@@ -539,6 +545,24 @@ class _Trainer:
         eps = blk["eps"][a:b]
         yt = blk["m"][a:b, None] * y0 + blk["sig"][a:b, None] * eps
         return y0, yt, eps, blk["t"][a:b], blk["w"][a:b]
+
+    def run(self, k0, k1):
+        """Updates k0 .. k1-1 with the BLAS limited to ``threads`` (``train``'s inner loop
+        without callbacks or checkpoints); a non-finite loss raises ``RunError``."""
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=self.net.blas_threads, user_api="blas"):
+            try:
+                for k in range(k0, k1):
+                    self.step(k)
+            except _NonFinite as e:
+                raise RunError(f"training {e.what} became non-finite ({e.value}) at step "
+                               f"{e.step}") from None
+
+    def engine_info(self):
+        """What runs the network (for benchmarks and provenance)."""
+        return {"dtype": self.model.np_dtype.name, "threads": self.threads,
+                "shards": len(self.net.bounds), "blas_threads": self.net.blas_threads}
 
     def step(self, k):
         """Update k (0-based): returns (loss, grad_norm) before the update is applied.
@@ -557,20 +581,16 @@ class _Trainer:
         else:
             _, yt, eps, _, _ = self.noisy_batch(k)
             X[:, :D] = yt
-        mlp_cpu.mlp_forward_cache_into(m.theta, m.offsets, m.act, X, self.cache, self.out)
-        o = self.out.astype(np.float64)
         if self.binomial:
-            loss = self._binomial_loss(o)
+            self.net.forward_cache(X, self.out)
+            loss = self._binomial_loss(self.out.astype(np.float64))
+            if not math.isfinite(loss):
+                raise _NonFinite(k + 1, "loss", loss)
+            self.net.backward(self.dY, self.grad, self.dX)
         else:
-            J = blk["J"][a:b, None]
-            r = blk["a"][a:b, None] * yt + J * o - eps
-            wr = blk["w"][a:b, None] * r
-            loss = float(np.sum(wr * r)) / (B * D)
-            self.dY[...] = (2.0 / (B * D)) * (J * wr)
-        if not math.isfinite(loss):
-            raise _NonFinite(k + 1, "loss", loss)
-        mlp_cpu.mlp_backward_into(m.theta, m.offsets, m.act, self.cache, self.dY, self.grad,
-                                  self.dX)
+            loss = self._dsm_pass(blk, a, b, yt, eps)
+            if not math.isfinite(loss):
+                raise _NonFinite(k + 1, "loss", loss)
         norm = mlp_cpu.clip_grad_norm(self.grad, float(self.cfg.clip))
         if not math.isfinite(norm):
             raise _NonFinite(k + 1, "gradient norm", norm)
@@ -583,6 +603,26 @@ class _Trainer:
         m.loss[k] = loss
         m.step = k + 1
         return loss, norm
+
+    def _dsm_pass(self, blk, a, b, yt, eps):
+        """Forward, weighted eps loss, dY and backward, shard by shard in one pass (the loss
+        is a sum over rows, so each shard computes its own part: one synchronisation of the
+        shard threads per step).  Fills self.grad; returns the loss (shard sums added in
+        shard order).  The weights are not touched, so a non-finite loss leaves them good."""
+        BD = self.B * self.D
+        sa, sJ, sw = blk["a"][a:b, None], blk["J"][a:b, None], blk["w"][a:b, None]
+        out, dY = self.out, self.dY
+
+        def shard_loss(lo, hi):
+            o = out[lo:hi].astype(np.float64)
+            J = sJ[lo:hi]
+            r = sa[lo:hi] * yt[lo:hi] + J * o - eps[lo:hi]
+            wr = sw[lo:hi] * r
+            dY[lo:hi] = (2.0 / BD) * (J * wr)
+            return float(np.sum(wr * r))
+
+        parts = self.net.forward_backward(self.X, out, dY, self.grad, self.dX, shard_loss)
+        return math.fsum(parts) / BD if len(parts) > 1 else parts[0] / BD
 
     def _binomial_inputs(self, x0, blk, a, b):
         p = self.model.process
@@ -606,6 +646,24 @@ class _Trainer:
         p = 0.5 * (1.0 + np.tanh(0.5 * o))
         self.dY[...] = (T / (B * D)) * (p - q)
         return loss
+
+
+@contextlib.contextmanager
+def _serial_numba():
+    """Run the Philox fills of a block (``prange`` kernels) on one Numba thread.
+
+    They are small (about 10^5 numbers, 2 ms) and their values do not depend on the thread
+    count; on a loaded 2-core machine a 2-thread parallel region was measured to take 28 ms
+    of wall time and 8 ms of CPU for 32768 uniforms, against 0.35 ms on one thread (the
+    workers wait to be scheduled at every region)."""
+    import numba
+
+    n = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(n)
 
 
 class _NonFinite(Exception):
@@ -646,12 +704,9 @@ def train(data, config=None, *, out=None, resume=False, callback=None, warn=None
         if resume and os.path.exists(out):
             raise InputError(f"--out {out} is already complete; nothing to resume")
         check_out_path(out, resume)
-    arr, batch, source = _load_data(data, dataset, config.batch, note)
-    if config.process == "binomial":
-        _binary(arr, source)                    # validated before anything is created
-    tr = _Trainer(config, arr, batch, threads)
+    tr, source = _make_trainer(data, config, dataset, threads, note)
     fp = _fingerprint(tr.Y0)
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with threadpool_limits(limits=tr.net.blas_threads, user_api="blas"):
         if out is None:
             try:
                 _loop(tr, 0, callback, None)
@@ -662,6 +717,32 @@ def train(data, config=None, *, out=None, resume=False, callback=None, warn=None
             return tr.model
         return _run_file(tr, config, out, resume, callback, warn, fp, source,
                          checkpoint_seconds, checkpoint_steps)
+
+
+def _make_trainer(data, config, dataset, threads, note):
+    """(trainer, source): the data checks of ``train`` and the ``_Trainer`` it runs."""
+    arr, batch, source = _load_data(data, dataset, config.batch, note)
+    if config.process == "binomial":
+        _binary(arr, source)                    # validated before anything is created
+    return _Trainer(config, arr, batch, threads), source
+
+
+def trainer(data, config=None, *, dataset="/samples", threads=None, note=None, **overrides):
+    """The trainer object that ``train`` runs, without a file or a loop (benchmarks, tests).
+
+    Same arguments and checks as ``train``.  ``trainer(...).run(k0, k1)`` executes updates
+    k0 .. k1-1 (0-based, in order, starting at 0) exactly as ``train`` does, BLAS threads
+    limited to ``threads``; ``.model`` is the model being trained.
+    """
+    if config is None:
+        config = TrainConfig(**overrides)
+    elif overrides:
+        config = dataclasses.replace(config, **overrides)
+    config.validate()
+    threads = DEFAULT_BLAS_THREADS if threads is None else int(threads)
+    if threads < 1:
+        raise InputError(f"threads must be >= 1, got {threads}")
+    return _make_trainer(data, config, dataset, threads, note or (lambda msg: None))[0]
 
 
 def _loop(tr, start, callback, on_step):

@@ -392,6 +392,58 @@ def test_pure_function_of_seed_and_chunking(monkeypatch):
     assert not np.array_equal(tr._rows(0, 150), tr._rows(150, 150))
 
 
+def test_sharded_batches_do_not_depend_on_threads():
+    """A batch larger than SHARD_ROWS is split into fixed row shards run by ``threads``
+    Python threads: 1 and 2 threads give the same bits, and the sharded gradient equals the
+    unsharded one to rounding (float64: 1e-12 relative; the shard sums only reorder)."""
+    from kernels import mlp_cpu
+    from nonequil.models import SHARD_ROWS, ShardedNet
+    from nonequil.train import trainer
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1200, 2))
+    B = 2 * SHARD_ROWS + 37
+    kw = dict(steps=6, threads=THREADS, **dict(SMALL, batch=B))
+    a = train(x, **kw)
+    _same_model(a, train(x, **dict(kw, threads=2)))
+    tr = trainer(x, TrainConfig(**dict(SMALL, batch=B)), threads=2)
+    assert len(tr.net.bounds) == 3 and tr.net.blas_threads == 1
+    m = tr.model
+    X = rng.standard_normal((B, m.sizes[0]))
+    dY = rng.standard_normal((B, m.dim))
+    out, grad, dX = np.empty((B, m.dim)), np.empty(m.n_params), np.empty_like(X)
+    tr.net.forward_cache(X, out)
+    tr.net.backward(dY, grad, dX)
+    Y1, cache = mlp_cpu.mlp_forward_cache(m.theta, m.offsets, m.act, X)
+    g1, dX1 = mlp_cpu.mlp_backward(m.theta, m.offsets, m.act, cache, dY)
+    np.testing.assert_allclose(out, Y1, rtol=0, atol=1e-12 * np.abs(Y1).max())
+    np.testing.assert_allclose(grad, g1, rtol=0, atol=1e-12 * np.abs(g1).max())
+    np.testing.assert_allclose(dX, dX1, rtol=0, atol=1e-12 * np.abs(dX1).max())
+    assert len(ShardedNet(m, SHARD_ROWS, 2).bounds) == 1
+
+
+def test_float32_gradients_match_float64():
+    """The float32 engine's gradient of the training loss agrees with float64's at the same
+    weights and batch to float32 accuracy (2e-4 of the gradient's largest entry: float32
+    sums of 1024 rows through 4 layers), and float32 training lowers the loss."""
+    from nonequil.train import trainer
+
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((3000, 2))
+    cfg = dict(steps=60, width=64, depth=3, n_freq=8, batch=1024, warmup=5)
+    t64 = trainer(x, TrainConfig(**cfg), threads=THREADS)
+    t32 = trainer(x, TrainConfig(**dict(cfg, dtype="float32")), threads=THREADS)
+    np.testing.assert_array_equal(t32.model.theta, t64.model.theta.astype(np.float32))
+    t64.step(0)
+    t32.step(0)
+    assert t32.grad.dtype == np.float32
+    g64 = t64.grad
+    assert np.max(np.abs(t32.grad - g64)) <= 2e-4 * np.max(np.abs(g64))
+    t32.run(1, 60)
+    loss = t32.model.loss
+    assert np.all(np.isfinite(loss)) and loss[-10:].mean() < 0.8 * loss[:10].mean()
+
+
 def test_thread_count_recorded_and_resume_warns(tmp_path):
     """The BLAS thread count can change the last bits (nonequil.train), so it is recorded in
     the checkpoint; resuming with another count warns.  A batch of 512 rows gave the same

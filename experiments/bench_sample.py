@@ -1,0 +1,385 @@
+r"""Reverse-sampling speed benchmark (issue 5 "Speed", the sampling part of issue 8).  Not a
+test.
+
+    python -m experiments.bench_sample [--quick] [--json] [--n N] [--steps S]
+                                       [--threads T] [--reps R] [--no-peers]
+
+Measures, in one process, reverse-sampling throughput in samples x steps per second (network
+evaluations per second) of the benchmark MLP of ``experiments.bench_train`` ([18, 128, 128,
+128, 2], SiLU, float32, a VP-SDE eps model with freshly initialised weights: the speed does
+not depend on the values) with the Euler-Maruyama reverse-SDE sampler (``em``): default
+10^4 samples x 1000 steps (quick: 256 x 20).
+
+* ``nonequil_fused``: the product -- ``nonequil.samplers.sample(model, n, sampler="em",
+  steps=S, engine="fused")``, what ``nonequil sample`` runs on the CPU by default
+  (``engine="auto"``): the whole chain, in chunks of stages, inside the ``prange`` kernel
+  ``kernels.reverse_cpu.reverse_fused`` (walkers in blocks of 16, explicit-loop MLP, Philox
+  noise inside the kernel).
+* ``nonequil_blas``: the same call with ``engine="blas"`` (one stage at a time over the
+  whole batch, the network through BLAS with T threads, the update in a compiled loop):
+  measured beside the fused engine to show which is faster here.
+* peers (optional; ``--no-peers`` skips them), the same loop -- the same per-stage
+  coefficients ``y <- (c0 y + c1 o) + c2 z`` and noise levels tau taken from the sampler's
+  plan (``nonequil.samplers.prepare``), the network input ``[y, sin(2 pi f tau), cos(2 pi f
+  tau)]``, one network evaluation and one normal per coordinate per step, float32:
+  - ``torch``: ``torch.inference_mode``, ``torch.nn`` layers, ``torch.randn(out=)``, a Python
+    loop over the steps, ``torch.set_num_threads(T)``;
+  - ``jax``: ``jax.jit`` of a ``lax.scan`` over the steps (the whole chain is one compiled
+    call), ``jax.random.normal`` on ``fold_in(key, step)``; compiled ahead of time.
+
+Every figure is timed ``--reps`` times (default 2) round-robin; the rate uses the best
+repetition (median reported too), and items per CPU-second are reported beside it.  Each
+result carries the mean and standard deviation of its final samples (normalised units), a
+check that every implementation runs the same chain (same weights, same coefficients: the
+values agree in distribution, not bitwise, since the noise generators differ; see
+``bench_model`` for why they all end near 0).
+
+OpenMP waiting: as ``experiments.bench_train`` (``OMP_WAIT_POLICY=PASSIVE`` unless
+``--omp-active``; recorded in ``config.omp_wait_policy``).
+
+Target (issue 5, float32): the product's engine ``>= 1.3x torch``; the JAX ratio is reported.
+
+``run(argv) -> dict`` returns the JSON document (for ``nonequil bench``); ``--json`` prints
+only that document on stdout, progress goes to stderr.
+"""
+import argparse
+import json
+import math
+import sys
+import time
+
+import kernels  # noqa: F401  (points Numba's cache at kernels/ before numba is imported)
+import numpy as np
+
+from experiments.bench_ou import Bench, Skipped, choose_threads, log
+from experiments.bench_train import (D, DEPTH, F_MAX, F_MIN, N_FREQ, SEED, WIDTH,
+                                     compute_ratios, fmt_table, loadavg, machine,
+                                     omp_policy, run_benches)
+
+SAMPLER = "em"
+TARGETS = [      # (key, description, ours, peer, minimum ratio)
+    ("vs_torch_f32", "reverse sampling f32 >= 1.3x torch CPU (issue 5)", "nonequil_f32",
+     "torch_f32", 1.3),
+    ("vs_jax_f32", "reverse sampling f32 vs jax.jit + lax.scan (reported; parity is the "
+     "goal)", "nonequil_f32", "jax_f32", 1.0),
+]
+
+
+def bench_model():
+    """A float32 VP model of the benchmark network, weights from Philox normals.
+
+    The x0-parametrisation with the output layer scaled by 0.1 makes the untrained network
+    close to the exact model of data concentrated at 0 (o = 0 is that model exactly), so the
+    chain is stable and every implementation ends near 0: a check that they run the same
+    chain.  The parametrisation only changes the per-stage coefficients, not the cost.
+    """
+    from kernels import mlp_cpu, streams
+    from nonequil.models import MLPScoreModel, ModelConfig
+
+    cfg = ModelConfig(width=WIDTH, depth=DEPTH, n_freq=N_FREQ, f_min=F_MIN, f_max=F_MAX,
+                      parametrisation="x0", dtype="float32")
+    sizes = MLPScoreModel.layer_sizes(cfg, D)
+    z = np.empty((1, mlp_cpu.n_params(mlp_cpu.mlp_layout(sizes))))
+    streams.normals(np.uint64(SEED), np.uint64(7), 0, 0, z)
+    model = MLPScoreModel.create(cfg, (D,), np.zeros(D), np.ones(D), z[0])
+    w0 = int(model.offsets[-1, 0])
+    model.theta[w0:] *= np.float32(0.1)
+    model.ema[:] = model.theta
+    return model
+
+
+def plan_arrays(model, steps):
+    """(coef [S, 4], taus [S], noisy [S]) of the sampler's stages (all affine for em)."""
+    from nonequil import samplers
+
+    plan = samplers.prepare(model, SAMPLER, steps)["plan"]
+    if np.any(plan.kinds != 0):
+        raise RuntimeError(f"sampler {SAMPLER} has non-affine stages; the peers implement "
+                           "affine ones only")
+    return plan.coef.copy(), plan.taus.copy(), plan.noise >= 0
+
+
+def layers(model):
+    """[(W [n_in, n_out], b), ...] float32 views of the model's EMA weights."""
+    out = []
+    for w0, b0, nin, nout in model.offsets:
+        out.append((model.ema[w0:b0].reshape(nin, nout), model.ema[b0:b0 + nout]))
+    return out
+
+
+def moments(y):
+    y = np.asarray(y, np.float64)
+    ok = bool(np.all(np.isfinite(y)))
+    return {"final_mean": float(y.mean()), "final_std": float(y.std()), "sane": ok}
+
+
+# ---------------------------------------------------------------- nonequil (the product)
+class NonequilSample(Bench):
+    group = "nonequil"
+    unit = "samples*steps/s"
+
+    def __init__(self, model, n, steps, engine, threads, name):
+        super().__init__()
+        from nonequil import samplers
+
+        self.samplers = samplers
+        self.model, self.n, self.steps, self.engine = model, n, steps, engine
+        self.name = name
+        self.label = f"nonequil sample em {engine} f32 ({threads} thr)"
+        self.S = samplers.prepare(model, SAMPLER, steps)["plan"].S
+        self.y = None
+        self.extra.update(engine=engine, threads=threads, stages=self.S)
+
+    def items(self):
+        return self.n * self.S
+
+    def _call(self, n, steps):
+        return self.samplers.sample(self.model, n, sampler=SAMPLER, steps=steps, seed=SEED,
+                                    engine=self.engine)
+
+    def setup(self):
+        t0 = time.perf_counter()
+        self._call(64, 2)
+        self.compile_s = time.perf_counter() - t0
+
+    def timed(self):
+        t0 = time.perf_counter()
+        res = self._call(self.n, self.steps)
+        el = time.perf_counter() - t0
+        self.y = res.samples
+        return el
+
+    def check(self):
+        return moments(self.y)
+
+
+# ---------------------------------------------------------------- peers
+class TorchSample(Bench):
+    group = "peer"
+    unit = "samples*steps/s"
+    name = "torch_f32"
+
+    def __init__(self, model, n, steps, threads):
+        super().__init__()
+        try:
+            import torch
+        except Exception as e:      # noqa: BLE001 - any import failure means "not available"
+            raise Skipped(f"torch not importable: {type(e).__name__}: {e}")
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.label = f"torch CPU loop f32 ({threads} thr)"
+        self.n = n
+        self.coef, taus, self.noisy = plan_arrays(model, steps)
+        f = model.freqs
+        ang = 2.0 * math.pi * taus[:, None] * f[None, :]
+        self.emb = torch.from_numpy(np.concatenate([np.sin(ang), np.cos(ang)], 1)
+                                    .astype(np.float32))
+        mods = []
+        for l, (W, b) in enumerate(layers(model)):
+            lin = torch.nn.Linear(W.shape[0], W.shape[1], dtype=torch.float32)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
+                lin.bias.copy_(torch.from_numpy(b.copy()))
+            mods.append(lin)
+            if l < len(model.offsets) - 1:
+                mods.append(torch.nn.SiLU())
+        self.net = torch.nn.Sequential(*mods)
+        self.gen = torch.Generator().manual_seed(SEED)
+        self.y = None
+        self.extra.update(version=torch.__version__, threads=torch.get_num_threads())
+
+    def items(self):
+        return self.n * self.coef.shape[0]
+
+    def _loop(self, n):
+        torch = self.torch
+        with torch.inference_mode():
+            y = torch.randn(n, D, generator=self.gen)
+            z = torch.empty(n, D)
+            X = torch.empty(n, D + self.emb.shape[1])
+            for s in range(self.coef.shape[0]):
+                X[:, :D] = y
+                X[:, D:] = self.emb[s]
+                o = self.net(X)
+                c0, c1, c2, _ = (float(c) for c in self.coef[s])
+                y.mul_(c0).add_(o, alpha=c1)
+                if self.noisy[s]:
+                    torch.randn(n, D, generator=self.gen, out=z)
+                    y.add_(z, alpha=c2)
+        return y.numpy()
+
+    def setup(self):
+        t0 = time.perf_counter()
+        self._loop(64)
+        self.compile_s = time.perf_counter() - t0
+
+    def timed(self):
+        t0 = time.perf_counter()
+        self.y = self._loop(self.n)
+        return time.perf_counter() - t0
+
+    def check(self):
+        return moments(self.y)
+
+
+class JaxSample(Bench):
+    group = "peer"
+    unit = "samples*steps/s"
+    name = "jax_f32"
+
+    def __init__(self, model, n, steps):
+        super().__init__()
+        try:
+            import jax
+            import jax.numpy as jnp
+            from jax import lax
+        except Exception as e:      # noqa: BLE001
+            raise Skipped(f"jax not importable: {type(e).__name__}: {e}")
+        try:
+            jax.config.update("jax_platforms", "cpu")
+        except Exception:           # noqa: BLE001 - already initialised
+            pass
+        self.jax = jax
+        self.label = "jax.jit lax.scan f32 (threefry)"
+        self.n = n
+        coef, taus, noisy = plan_arrays(model, steps)
+        self.S = coef.shape[0]
+        params = [(jnp.asarray(W, jnp.float32), jnp.asarray(b, jnp.float32))
+                  for W, b in layers(model)]
+        fr = jnp.asarray(model.freqs, jnp.float32)
+        xs = (jnp.asarray(coef, jnp.float32), jnp.asarray(taus, jnp.float32),
+              jnp.asarray(noisy.astype(np.float32)), jnp.arange(self.S, dtype=jnp.uint32))
+
+        def net(X):
+            h = X
+            for W, b in params[:-1]:
+                h = jax.nn.silu(h @ W + b)
+            W, b = params[-1]
+            return h @ W + b
+
+        def chain(key):
+            y0 = jax.random.normal(jax.random.fold_in(key, 2**31), (n, D), jnp.float32)
+
+            def body(y, x):
+                c, tau, nz, s = x
+                ang = (2.0 * math.pi) * tau * fr
+                emb = jnp.broadcast_to(jnp.concatenate([jnp.sin(ang), jnp.cos(ang)]),
+                                       (n, 2 * fr.shape[0]))
+                o = net(jnp.concatenate([y, emb], 1))
+                z = jax.random.normal(jax.random.fold_in(key, s), (n, D), jnp.float32)
+                return (c[0] * y + c[1] * o) + (c[2] * nz) * z, None
+
+            y, _ = lax.scan(body, y0, xs)
+            return y
+
+        self.fn = jax.jit(chain)
+        self.key = jax.random.key(SEED)
+        self.y = None
+        self.extra.update(version=jax.__version__, platform=jax.devices()[0].platform,
+                          threads="XLA default (all CPUs this process may use)")
+
+    def items(self):
+        return self.n * self.S
+
+    def setup(self):
+        t0 = time.perf_counter()
+        self.compiled = self.fn.lower(self.key).compile()
+        self.compile_s = time.perf_counter() - t0
+
+    def timed(self):
+        t0 = time.perf_counter()
+        self.y = self.compiled(self.key).block_until_ready()
+        return time.perf_counter() - t0
+
+    def check(self):
+        return moments(self.y)
+
+
+# ---------------------------------------------------------------- driver
+def parse(argv):
+    p = argparse.ArgumentParser(prog="python -m experiments.bench_sample", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="256 samples x 20 steps")
+    p.add_argument("--json", action="store_true", help="only JSON on stdout")
+    p.add_argument("--n", type=int, default=None, help="samples (default 10^4)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default 1000)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for every implementation (default: available CPUs)")
+    p.add_argument("--reps", type=int, default=2, help="repetitions (>= 1; default 2)")
+    p.add_argument("--no-peers", action="store_true", help="skip torch/jax")
+    p.add_argument("--omp-active", action="store_true",
+                   help="leave OMP_WAIT_POLICY alone (default: PASSIVE if unset)")
+    a = p.parse_args(argv)
+    if a.n is None:
+        a.n = 256 if a.quick else 10 ** 4
+    if a.steps is None:
+        a.steps = 20 if a.quick else 1000
+    if a.n < 1 or a.steps < 1 or a.reps < 1:
+        p.error("--n, --steps and --reps must be >= 1")
+    return a
+
+
+def run(argv=None):
+    """Run the benchmark; returns the JSON document (a dict)."""
+    a = parse(argv)
+    policy = omp_policy(a.omp_active)
+    T = choose_threads(a.threads)
+    load0 = loadavg()
+    model = bench_model()
+    model.threads = T                  # BLAS threads of the blas engine
+    benches, results = [], {}
+
+    def add(factory, name):
+        try:
+            benches.append(factory())
+        except Skipped as e:
+            results[name] = {"status": "skipped", "reason": str(e)}
+            log(f"[skip] {name}: {e}")
+
+    add(lambda: NonequilSample(model, a.n, a.steps, "fused", T, "nonequil_f32"),
+        "nonequil_f32")
+    add(lambda: NonequilSample(model, a.n, a.steps, "blas", T, "nonequil_blas_f32"),
+        "nonequil_blas_f32")
+    if a.no_peers:
+        for p in ("torch_f32", "jax_f32"):
+            results[p] = {"status": "skipped", "reason": "--no-peers"}
+    else:
+        add(lambda: TorchSample(model, a.n, a.steps, T), "torch_f32")
+        add(lambda: JaxSample(model, a.n, a.steps), "jax_f32")
+    results = run_benches(benches, results, a.reps)
+    info = machine(T)
+    info["loadavg_start"], info["loadavg_end"] = load0, loadavg()
+    ratios, ratios_cpu, targets = compute_ratios(
+        results, ["nonequil_f32", "nonequil_blas_f32"], TARGETS)
+    ok = {k: v for k, v in results.items() if v.get("status") == "ok"}
+    if "nonequil_f32" in ok and "nonequil_blas_f32" in ok:
+        ratios["fused/blas"] = ok["nonequil_f32"]["rate"] / ok["nonequil_blas_f32"]["rate"]
+        ratios_cpu["fused/blas"] = (ok["nonequil_f32"]["rate_per_cpu_s"]
+                                    / ok["nonequil_blas_f32"]["rate_per_cpu_s"])
+    for t in targets:
+        if t["key"] == "vs_jax_f32" and t["status"] != "skipped":
+            t["status"] = "REPORTED"
+    return {"benchmark": "reverse_sampling",
+            "config": {"n": a.n, "steps": a.steps, "sampler": SAMPLER, "reps": a.reps,
+                       "quick": a.quick, "threads": T, "sizes": list(model.sizes),
+                       "dtype": "float32", "seed": SEED, "rate_from": "best repetition",
+                       "omp_wait_policy": policy,
+                       "argv": sys.argv[1:] if argv is None else list(argv)},
+            "machine": info, "results": results, "ratios": ratios,
+            "ratios_per_cpu_s": ratios_cpu, "targets": targets}
+
+
+def main(argv=None):
+    doc = run(argv)
+    if "--json" in (sys.argv[1:] if argv is None else argv):
+        print(json.dumps(doc, indent=2))
+    else:
+        c = doc["config"]
+        print(fmt_table(doc, f"reverse sampling ({c['sampler']}): MLP {c['sizes']} SiLU f32, "
+                             f"{c['n']} samples x {c['steps']} steps, best of {c['reps']} "
+                             "reps (round-robin); compile excluded"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
