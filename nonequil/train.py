@@ -572,7 +572,7 @@ class _Trainer:
         from kernels import mlp_cpu
 
         blk, a, b = self._batch(k)
-        B, D = self.B, self.D
+        D = self.D
         m = self.model
         X = self.X
         X[:, D:] = blk["emb"][a:b]
@@ -766,10 +766,8 @@ def _loop(tr, start, callback, on_step):
 
 def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_seconds,
               checkpoint_steps):
-    import h5py
-
     from .store import (OutputLock, provenance, read_checkpoint, remove_checkpoint, write_attrs,
-                        write_checkpoint)
+                        write_checkpoint, write_h5_replace)
 
     partial = out + ".partial"
     ckpt = partial + ".ckpt"
@@ -809,9 +807,10 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
         if got is None:
             remove_checkpoint(ckpt)
         if not os.path.exists(partial) or got is None:
-            with h5py.File(partial, "w") as f:
+            def status(f):
                 f.attrs["status"] = "training (see the checkpoint beside this file)"
                 write_attrs(f.create_group("provenance"), prov)
+            write_h5_replace(partial, status)
 
         def commit(k):
             write_checkpoint(ckpt, dict(ident_meta, step=int(k)),
@@ -839,9 +838,10 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
                            f"kept the partial file {partial} and the last good checkpoint "
                            f"{ckpt}{kept} (the run is deterministic: resuming with the "
                            "same settings fails again)") from None
-        with h5py.File(partial, "w") as f:
+        def final(f):
             m.save(f)
             write_attrs(f.create_group("provenance"), prov)
+        write_h5_replace(partial, final)        # a kill here leaves a partial h5py opens
         os.replace(partial, out)
         remove_checkpoint(ckpt)
     finally:

@@ -19,7 +19,7 @@ is also chunked differently from the killed one) runs to completion, and every d
 the result (trajectory, observables; model weights, EMA, Adam state and losses) is bitwise
 identical to the uninterrupted run's, and no partial, checkpoint or lock file is left.
 
-Adding a verb (``nonequil gan`` when it lands) is one entry in ``VERBS`` (its arguments, the
+Adding a verb is one entry in ``VERBS`` (its arguments, the
 datasets to compare, its compute function for ``call`` kills) plus rows in ``TRIALS``.
 Time-based kills of long ``simulate`` runs are in tests/test_resume.py; checkpoint
 corruption, disk full and a second writer are in tests/test_faults_io.py.
@@ -118,6 +118,28 @@ def _check_train_kill(out, ref, what):
     return True
 
 
+def _check_gan_kill(out, ref, what):
+    """As for train: the partial file opens; the checkpoint's logged diagnostics are the
+    uninterrupted run's first ``step`` entries, bit for bit."""
+    partial, ckpt, _, _ = _files(out)
+    if os.path.exists(partial):
+        try:
+            with h5py.File(partial, "r"):
+                pass
+        except OSError as e:
+            raise AssertionError(f"{what}: the killed partial file does not open without "
+                                 f"h5clear: {e}") from None
+    got = read_checkpoint(ckpt)
+    if got is None:
+        return False
+    step = int(got[0]["step"])
+    assert 0 <= step <= int(ref["@step"]), f"{what}: checkpoint step {step}"
+    for k in ("value", "d_real", "d_fake"):
+        assert got[1]["log_" + k].tobytes() == ref["log/" + k][:step].tobytes(), \
+            f"{what}: the checkpoint's {k} log differs from the uninterrupted run's"
+    return True
+
+
 @dataclasses.dataclass
 class Verb:
     """One verb under test: how to run it and what must be bitwise identical."""
@@ -138,6 +160,9 @@ UD = ["simulate", "--process", "underdamped", "--potential", "muller-brown",
 TRAIN = ["--steps", "40", "--set", "width=16", "--set", "depth=2", "--batch", "32",
          "--threads", "1", "--seed", "4", "--checkpoint-every", "1e-9"]
 
+GAN = ["--steps", "40", "--set", "g_width=16", "--set", "d_width=16", "--batch", "32",
+       "--threads", "1", "--seed", "4", "--checkpoint-every", "1e-9"]
+
 VERBS = {
     # 4 groups (position, energy, work, heat) x (value, step, time)
     "simulate-dw": Verb(lambda d: DW, _series, _check_simulate_kill,
@@ -148,8 +173,9 @@ VERBS = {
     # a checkpoint after every step (--checkpoint-every 1e-9)
     "train": Verb(lambda d: ["train", str(d / "data.h5")] + TRAIN, _model, _check_train_kill,
                   ("nonequil.train:_Trainer.step", "nonequil.models:MLPScoreModel.save")),
-    # "gan": Verb(lambda d: ["gan", str(d / "data.h5"), ...], _model_or_gan_groups,
-    #             _check_train_kill, ("nonequil.gan:<step function>",)),
+    # generator and discriminator weights, EMA, Adam moments, logs; a checkpoint every step
+    "gan": Verb(lambda d: ["gan", str(d / "data.h5")] + GAN, _model, _check_gan_kill,
+                ("nonequil.gan_train:_GANTrainer.step", "nonequil.gan:GANModel.save")),
 }
 
 # (verb, kill points, seed).  A point is (at, n, k): n/k None = drawn from the seeded rng over
@@ -174,12 +200,12 @@ TRIALS = [
     ("train", [("call", None, None)], 23),                   # inside a training step
     ("train", [("call", None, None), ("call", None, None)], 24),
     ("train", [("ckpt-torn", 1, None)], 25),                 # the first checkpoint torn
-    pytest.param("train", [("call-save", 1, None)], 26, marks=pytest.mark.xfail(  # final write
-        strict=True, reason="BUG (nonequil/train.py _run_file): the final model is written "
-        "with h5py.File(OUT.partial, 'w') in place, so a kill inside MLPScoreModel.save "
-        "leaves an OUT.partial that h5py cannot open (truncated file: eof 96, stored_eof "
-        "2048); write it to OUT.partial.new and os.replace it over OUT.partial")),
+    ("train", [("call-save", 1, None)], 26),                # inside the final model write
     ("train", [("rename-out", None, None)], 27),
+    ("gan", [("ckpt-enter", 1, None)], 30),                  # before the first checkpoint
+    ("gan", [("ckpt-torn", None, None)], 31),                # during a checkpoint write
+    ("gan", [("call", None, None)], 32),                     # inside a training step
+    ("gan", [("call-save", 1, None)], 33),                   # inside the final model write
 ]
 
 
