@@ -161,8 +161,8 @@ class OULanes(Bench):
         self.label = f"nonequil ou_lanes {method} {tag}"
         A, B, C = ou_coeffs(method)
         self.coeffs = (A, B, C)
-        cast = float if self.dtype == np.float64 else np.float32
-        self.args = tuple(cast(t) for t in (A, B, C))
+        # constant coefficients: arrays of length 1 (the kernel's per-step form takes >= S)
+        self.args = tuple(np.array([t], dtype=self.dtype) for t in (A, B, C))
         self.x = np.zeros((M, 1), dtype=self.dtype)
         self.rec_steps = np.empty(0, dtype=np.int64)
         self.rec_x = np.empty((0, M, 1), dtype=self.dtype)
@@ -487,7 +487,8 @@ class CudaOU(Bench):
 
         from kernels.langevin_cuda import ou_run
 
-        ou_run(np.uint64(SEED), 0, 0, nsteps, *self.coeffs, x, self.rec_steps, rec_x)
+        ou_run(np.uint64(SEED), 0, 0, nsteps, *(np.array([t]) for t in self.coeffs), x,
+               self.rec_steps, rec_x)
         cuda.synchronize()
 
     def setup(self):
