@@ -48,7 +48,7 @@ _IDENTITY = ("process", "potential", "params", "walkers", "first_walker", "steps
 @dataclasses.dataclass
 class SimulationConfig:
     """Everything that defines a run (see ``nonequil simulate --help``)."""
-    process: str = "ou"
+    process: str = "ou"                # ou | langevin | underdamped | vp | subvp | ve
     potential: object = "harmonic"     # a name, or a user njit energy_grad(x, p, g) -> U
     params: dict = dataclasses.field(default_factory=dict)
     walkers: int = None
@@ -62,7 +62,8 @@ class SimulationConfig:
     seed: int = 0
     device: str = "cpu"
     precision: str = "float64"
-    method: str = None                 # ou: exact (default) | em; langevin: em | exact
+    method: str = None                 # ou, vp, subvp, ve: exact (default) | em;
+                                       # langevin: em (default) | exact
     dim: int = None
     potential_params: object = None    # float64 vector for a user potential
 
@@ -72,7 +73,11 @@ class SimulationConfig:
             d["potential"] = getattr(self.potential, "__name__", "user")
             d["potential_params"] = None if self.potential_params is None else \
                 [float(t) for t in np.ravel(self.potential_params)]
-        return json.loads(json.dumps({k: d[k] for k in _IDENTITY}, default=_jsonable))
+        from kernels.philox import NORMALS_VERSION
+
+        ident = {k: d[k] for k in _IDENTITY}
+        ident["normals"] = NORMALS_VERSION      # the Box-Muller transform's version
+        return json.loads(json.dumps(ident, default=_jsonable))
 
 
 def _jsonable(v):
@@ -572,7 +577,8 @@ def _parameters_attrs(plan):
              "q hi, purpose), q=(step*D+d)>>1, cos/sin half by parity; purposes "
              f"noise={philox.PURPOSE_NOISE} vnoise={philox.PURPOSE_VNOISE} "
              f"bridge={philox.PURPOSE_BRIDGE} init={philox.PURPOSE_INIT} "
-             f"vinit={philox.PURPOSE_VINIT}",
+             f"vinit={philox.PURPOSE_VINIT}; normals=Box-Muller version "
+             f"{philox.NORMALS_VERSION} (kernels/philox.py)",
              "init": c.init or "", "x0": json.dumps(c.x0, default=_jsonable)}
     if "kT" in plan.values:
         attrs["kT"] = float(plan.values["kT"])

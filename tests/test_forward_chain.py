@@ -211,7 +211,8 @@ def test_interrupt_then_resume_is_bitwise(tmp_path, capsys):
     assert "restarting" not in capsys.readouterr().err
     with h5py.File(ref, "r") as a, h5py.File(out, "r") as b:
         for k in ("value", "step", "time"):
-            x, y = a[f"particles/ensemble/position/{k}"][()], b[f"particles/ensemble/position/{k}"][()]
+            key = f"particles/ensemble/position/{k}"
+            x, y = a[key][()], b[key][()]
             assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), k
         assert dict(a["parameters"].attrs).keys() == dict(b["parameters"].attrs).keys()
 
