@@ -47,8 +47,9 @@ from ._target import cpu_kernel, scalar
 from .philox import PURPOSE_BRIDGE, PURPOSE_NOISE, PURPOSE_VNOISE, normal_j, normal_pair, uniform_pair
 from .potentials import energy_grad
 
-# walkers per lane block: 32 (two or four 8-wide AVX-512 vectors per operation) measured
-# 1.2x the walker-steps per CPU-second of 16 on AMD EPYC (Zen 4) with AVX-512 (bench_ou)
+# walkers per lane block.  32 measured 1.11x the walker-steps per CPU-second of 16 (3.28e8
+# against 2.94e8, one thread, the same maths) on a 2-core AMD EPYC with AVX-512; results
+# do not depend on it (blocks are aligned on the absolute walker index)
 LANES = 32
 U_NOISE = np.uint64(PURPOSE_NOISE)
 U_VNOISE = np.uint64(PURPOSE_VNOISE)
