@@ -10,7 +10,7 @@ mu = 1, sigma = 1, dt = 0.01, x0 = 0; default 10^6 walkers x 1000 steps, float64
   (float32), in walker-steps/s.  The first call compiles (or loads Numba's on-disk cache); its
   time is reported separately as ``compile_s`` and is excluded from the rate.
 * ``philox_raw``: the raw Philox4x32-10 + Box-Muller normal throughput of the same machinery
-  (``kernels.philox.normal_pair``, walkers in lanes of 16 inside a prange over lane blocks,
+  (``kernels.philox.normal_pair``, walkers in lanes of ``LANES`` inside a prange over blocks,
   like ``ou_lanes``; both halves used, summed per lane so that nothing is written to memory),
   in normals/s, and the ratio OU walker-steps/s / raw normals/s (for D = 1 one OU step uses
   exactly one normal).
@@ -56,12 +56,11 @@ import numpy as np
 from numba import prange
 
 from kernels._target import cpu_kernel
-from kernels.langevin_cpu import U_MASK, U_NOISE, U_SHIFT
+from kernels.langevin_cpu import LANES, U_MASK, U_NOISE, U_SHIFT
 from kernels.philox import normal_pair
 
 THETA, MU, SIGMA, DT = 1.0, 1.0, 1.0, 0.01
 SEED = 20240607
-LANES = 16                       # as kernels.langevin_cpu.LANES
 TARGETS = [    # (key, description, reference: a result key, 'numpy*' or 'best', minimum ratio)
     ("vs_jax", "OU >= 5x jax (issue 2)", "jax", 5.0),
     ("vs_numpy", "OU >= 8x numpy, best variant (issue 2)", "numpy*", 8.0),
@@ -161,8 +160,8 @@ class OULanes(Bench):
         self.label = f"nonequil ou_lanes {method} {tag}"
         A, B, C = ou_coeffs(method)
         self.coeffs = (A, B, C)
-        cast = float if self.dtype == np.float64 else np.float32
-        self.args = tuple(cast(t) for t in (A, B, C))
+        # constant coefficients: arrays of length 1 (the kernel's per-step form takes >= S)
+        self.args = tuple(np.array([t], dtype=self.dtype) for t in (A, B, C))
         self.x = np.zeros((M, 1), dtype=self.dtype)
         self.rec_steps = np.empty(0, dtype=np.int64)
         self.rec_x = np.empty((0, M, 1), dtype=self.dtype)
@@ -207,30 +206,30 @@ class OULanes(Bench):
 def philox_raw(seed, first_walker, nblk, npairs, out):
     """Sum of the normals 0 .. 2 npairs - 1 of walkers in lane blocks; out[blk] per block.
 
-    The same machinery as ``ou_lanes`` for D = 1: a prange over blocks of 16 walkers, the
+    The same machinery as ``ou_lanes`` for D = 1: a prange over blocks of LANES walkers, the
     lanes innermost, ``normal_pair`` on the counter (walker, q, 0, PURPOSE_NOISE), both
     halves consumed.  Nothing is stored per normal, so the figure is the generation rate.
     """
     useed = np.uint64(seed)
     for blk in prange(nblk):
-        base = first_walker + blk * 16
-        acc = np.zeros(16, dtype=np.float64)
+        base = first_walker + blk * LANES
+        acc = np.zeros(LANES, dtype=np.float64)
         for q in range(npairs):
             uq = np.uint64(q)
             qlo = uq & U_MASK
             qhi = uq >> U_SHIFT
-            for l in range(16):
+            for l in range(LANES):
                 a, b = normal_pair(useed, U_NOISE, np.uint64(base + l), qlo, qhi)
                 acc[l] += a + b
         s = 0.0
-        for l in range(16):
+        for l in range(LANES):
             s += acc[l]
         out[blk] = s
 
 
 class PhiloxRaw(Bench):
     name = "philox_raw"
-    label = "raw Philox normals (lanes of 16)"
+    label = f"raw Philox normals (lanes of {LANES})"
     unit = "normals/s"
     group = "raw"
 
@@ -487,7 +486,8 @@ class CudaOU(Bench):
 
         from kernels.langevin_cuda import ou_run
 
-        ou_run(np.uint64(SEED), 0, 0, nsteps, *self.coeffs, x, self.rec_steps, rec_x)
+        ou_run(np.uint64(SEED), 0, 0, nsteps, *(np.array([t]) for t in self.coeffs), x,
+               self.rec_steps, rec_x)
         cuda.synchronize()
 
     def setup(self):

@@ -57,21 +57,26 @@ def ou_kernel(seed, first_walker, step0, nsteps, A, B, C, x, rec_steps, rec_x):
         w = np.uint64(first_walker + i)
         useed = np.uint64(seed)
         R = rec_steps.shape[0]
+        per_step = 1 if A.shape[0] > 1 else 0
         r = 0
         zc = 0.0
         zs = 0.0
         # the state is updated in x itself so that float32 runs round every step, as the
         # CPU lanes do
         for n in range(step0, step0 + nsteps):
+            kc = (n - step0) * per_step
+            a = A[kc]
+            b = B[kc]
+            c = C[kc]
             for d in range(D):
                 j = n * D + d
                 if (j & 1) == 0 or j == step0 * D:
                     q = np.uint64(j >> 1)
                     zc, zs = normal_pair(useed, U_NOISE, w, q & U_MASK, q >> U_SHIFT)
                 if (j & 1) == 0:
-                    x[i, d] = A * float(x[i, d]) + B + C * zc
+                    x[i, d] = a * float(x[i, d]) + b + c * zc
                 else:
-                    x[i, d] = A * float(x[i, d]) + B + C * zs
+                    x[i, d] = a * float(x[i, d]) + b + c * zs
             if r < R and rec_steps[r] == n + 1:
                 for d in range(D):
                     rec_x[r, i, d] = x[i, d]
@@ -90,8 +95,9 @@ def ou_run(seed, first_walker, step0, nsteps, A, B, C, x, rec_steps, rec_x):
         raise ValueError(f"dimension {x.shape[1]} > {MAXD} is not supported on the GPU")
     dx = cuda.to_device(x)
     drec = cuda.to_device(rec_x)
+    coeffs = [cuda.to_device(np.ascontiguousarray(t)) for t in (A, B, C)]
     _launch(ou_kernel, x.shape[0], np.uint64(seed), first_walker, step0, nsteps,
-            A, B, C, dx, cuda.to_device(rec_steps), drec)
+            *coeffs, dx, cuda.to_device(rec_steps), drec)
     dx.copy_to_host(x)
     drec.copy_to_host(rec_x)
 

@@ -76,15 +76,18 @@ def parse_numbers(text):
     return vals[0] if len(vals) == 1 and "," not in text else vals
 
 
-def parse_sets(items):
-    """['k=1:3', 'b=0.5', 'weights=0.3,0.7'] -> {'k': (1.0, 3.0), 'b': 0.5, 'weights': [...]}"""
+def parse_sets(items, text_keys=()):
+    """['k=1:3', 'b=0.5', 'weights=0.3,0.7'] -> {'k': (1.0, 3.0), 'b': 0.5, 'weights': [...]}
+    (values of ``text_keys``, e.g. ``schedule=cosine``, are kept as stripped text)"""
     out = {}
     for item in items or ():
         name, eq, val = item.partition("=")
         name = name.strip()
         if not eq or not name or not val.strip():
             raise CLIError(f"--set {item!r}: expected name=value or name=start:end")
-        if ":" in val:
+        if name in text_keys:
+            out[name] = val.strip()
+        elif ":" in val:
             a, _, b = val.partition(":")
             out[name] = (_number(a), _number(b))
         else:
@@ -202,8 +205,12 @@ def _add_simulate(sub, base, run):
         "langevin (kT, gamma + potential keys); underdamped (kT, gamma, mass + potential "
         "keys).  Potentials: harmonic (k, center), double-well (a, b, k_perp), muller-brown "
         "(scale), gaussian-mixture (weights, means, sigmas).  A protocol is "
-        "--set name=start:end (linear over the run).")
-    p.add_argument("--process", choices=("ou", "langevin", "underdamped"), default="ou")
+        "--set name=start:end (linear over the run).  Forward chains of diffusion models "
+        "(exact Gaussian steps, t = step * dt): vp and subvp (schedule=linear|cosine|loglinear "
+        "and its keys beta_min, beta_max | s, alpha_bar_min | gamma_min, gamma_max), ve "
+        "(sigma_min, sigma_max); noise a dataset with --init DATA.h5.")
+    p.add_argument("--process", choices=("ou", "langevin", "underdamped", "vp", "subvp", "ve"),
+                   default="ou")
     p.add_argument("--potential", default="harmonic",
                    help="harmonic | double-well | muller-brown | gaussian-mixture")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", default=[],
@@ -224,8 +231,8 @@ def _add_simulate(sub, base, run):
                    "'x[1]<=-2'")
     p.add_argument("--precision", choices=("float64", "float32"), default="float64")
     p.add_argument("--method", choices=("exact", "em"),
-                   help="ou: exact (default) or em; langevin: em (default) or exact "
-                   "(harmonic only)")
+                   help="ou, vp, subvp, ve: exact (default) or em; langevin: em (default) or "
+                   "exact (harmonic only)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint "
                    "(sharded: finished shards are kept, partial ones resumed)")
     g = p.add_argument_group("distributed (needs Dask: pip install 'nonequil[dask]')")
@@ -246,7 +253,8 @@ def _cmd_simulate(a):
         x0 = a.x0.strip() if a.x0.strip() == "boltzmann" else parse_numbers(a.x0)
         if isinstance(x0, float):
             x0 = [x0]
-    cfg = SimulationConfig(process=a.process, potential=a.potential, params=parse_sets(a.set),
+    cfg = SimulationConfig(process=a.process, potential=a.potential,
+                           params=parse_sets(a.set, text_keys=("schedule",)),
                            walkers=a.walkers, steps=a.steps, dt=a.dt,
                            first_walker=a.first_walker, record_every=a.record_every, x0=x0,
                            init=a.init, absorb=a.absorb, seed=a.seed, device=a.device,

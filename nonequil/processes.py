@@ -273,3 +273,47 @@ def make(name="vp", schedule="linear", **params):
     if name == "ve":
         return VESDE(**params)
     return PROCESSES[name](**params)
+
+
+# ------------------------------------------------------------------ chains on the kernels
+CHAIN_BLOCK = 4096      # coefficient tables are built in blocks aligned on the step index
+
+
+def _chain_block(sde, dt, b, method):
+    k = np.arange(b * CHAIN_BLOCK, (b + 1) * CHAIN_BLOCK, dtype=np.float64)
+    t0 = k * dt
+    with np.errstate(all="ignore"):     # padding steps past t_max are sliced off
+        if method == "em":
+            a, c = sde.em_step(t0, dt)
+            a = np.broadcast_to(np.asarray(a, float), k.shape)
+        else:
+            # SDE.transition(t0, t1), except that step 0 leaves the clean data (mean
+            # coefficient 1, variance 0), also where alpha_bar(0) < 1 (loglinear)
+            m0 = np.where(k == 0, 1.0, sde.mean_coeff(t0))
+            v0 = np.where(k == 0, 0.0, sde.variance(t0))
+            t1 = (k + 1.0) * dt
+            a = sde.mean_coeff(t1) / m0
+            c = np.sqrt(np.maximum(sde.variance(t1) - a * a * v0, 0.0))
+    return np.array(a, dtype=np.float64), np.array(c, dtype=np.float64)
+
+
+def chain_coefficients(sde, dt, s0, n, method="exact"):
+    r"""Per-step coefficients of the forward chain on the grid t_k = k dt.
+
+    Returns float64 arrays ``(A, B, C)`` of length n with
+    ``x_{k+1} = A[k - s0] x_k + B[k - s0] + C[k - s0] z_k`` for k = s0 .. s0 + n - 1, the
+    form that ``kernels.langevin_cpu.ou_lanes`` runs.  ``exact``: the Gaussian transition
+    from t_k to t_{k+1} (``SDE.transition``: A = m(t_{k+1})/m(t_k), C^2 = v(t_{k+1}) -
+    A^2 v(t_k)), where the state at step 0 is the clean data (m = 1, v = 0 there, even for a
+    schedule with alpha_bar(0) < 1), so that the state at step k has exactly the marginal
+    ``marginal(x0, k dt)`` of the data x0;
+    ``em``: Euler-Maruyama (``SDE.em_step``).  B = 0 (the SDEs have no constant drift).
+    Entries are computed in blocks of ``CHAIN_BLOCK`` steps aligned on the absolute step
+    index, so a step's coefficients do not depend on s0 and n (chunking, resume).
+    """
+    b0, b1 = s0 // CHAIN_BLOCK, (s0 + n - 1) // CHAIN_BLOCK
+    parts = [_chain_block(sde, dt, b, method) for b in range(b0, b1 + 1)]
+    lo = s0 - b0 * CHAIN_BLOCK
+    A = np.concatenate([p[0] for p in parts])[lo:lo + n]
+    C = np.concatenate([p[1] for p in parts])[lo:lo + n]
+    return np.ascontiguousarray(A), np.zeros(n), np.ascontiguousarray(C)

@@ -32,7 +32,10 @@ PROCESS_KEYS = {
     "langevin": {"kT": 1.0, "gamma": 1.0},
     "underdamped": {"kT": 1.0, "gamma": 1.0, "mass": 1.0},
 }
-PROCESSES = tuple(PROCESS_KEYS)
+# forward SDEs of diffusion models (nonequil.processes), run as exact Gaussian chains on the
+# OU kernels; parameters: ``schedule`` (vp, subvp) plus its keys, or sigma_min, sigma_max (ve)
+FORWARD = ("vp", "subvp", "ve")
+PROCESSES = tuple(PROCESS_KEYS) + FORWARD
 METHODS = ("exact", "em")
 MAX_U32 = 2**32
 
@@ -45,7 +48,7 @@ _IDENTITY = ("process", "potential", "params", "walkers", "first_walker", "steps
 @dataclasses.dataclass
 class SimulationConfig:
     """Everything that defines a run (see ``nonequil simulate --help``)."""
-    process: str = "ou"
+    process: str = "ou"                # ou | langevin | underdamped | vp | subvp | ve
     potential: object = "harmonic"     # a name, or a user njit energy_grad(x, p, g) -> U
     params: dict = dataclasses.field(default_factory=dict)
     walkers: int = None
@@ -59,7 +62,8 @@ class SimulationConfig:
     seed: int = 0
     device: str = "cpu"
     precision: str = "float64"
-    method: str = None                 # ou: exact (default) | em; langevin: em | exact
+    method: str = None                 # ou, vp, subvp, ve: exact (default) | em;
+                                       # langevin: em (default) | exact
     dim: int = None
     potential_params: object = None    # float64 vector for a user potential
 
@@ -69,7 +73,11 @@ class SimulationConfig:
             d["potential"] = getattr(self.potential, "__name__", "user")
             d["potential_params"] = None if self.potential_params is None else \
                 [float(t) for t in np.ravel(self.potential_params)]
-        return json.loads(json.dumps({k: d[k] for k in _IDENTITY}, default=_jsonable))
+        from kernels.philox import NORMALS_VERSION
+
+        ident = {k: d[k] for k in _IDENTITY}
+        ident["normals"] = NORMALS_VERSION      # the Box-Muller transform's version
+        return json.loads(json.dumps(ident, default=_jsonable))
 
 
 def _jsonable(v):
@@ -121,7 +129,7 @@ class Plan:
     def __init__(self, cfg):
         self.cfg = cfg
         c = cfg
-        if c.process not in PROCESS_KEYS:
+        if c.process not in PROCESSES:
             raise InputError(f"unknown process {c.process!r}; valid: {', '.join(PROCESSES)}")
         if c.device not in ("cpu", "cuda"):
             raise InputError(f"--device {c.device!r}: expected cpu or cuda")
@@ -176,7 +184,7 @@ class Plan:
                 D = len(c.x0)
             if D is None:
                 D = 1
-                if not self.user and c.process != "ou":
+                if not self.user and c.process not in ("ou",) + FORWARD:
                     D = pots.get(c.potential).dim or 1
         if not isinstance(walkers, int) or walkers < 1:
             raise InputError(f"--walkers must be a positive integer, got {walkers!r}")
@@ -189,6 +197,10 @@ class Plan:
         self.K = c.record_every or max(1, c.steps // 100)
         if not isinstance(self.K, int) or self.K < 1:
             raise InputError(f"--record-every must be a positive integer, got {c.record_every!r}")
+        self.dtype = np.float32 if c.precision == "float32" else np.float64
+        if c.process in FORWARD:
+            self._plan_forward()
+            return
 
         # ---- parameters
         base = dict(PROCESS_KEYS[c.process])
@@ -269,7 +281,6 @@ class Plan:
             if self.kind == 1 and (min(self.p0[0], self.p1[0]) <= 0):
                 raise InputError("--method exact needs a harmonic stiffness k > 0")
         self.lanes_ou = c.process == "ou" and not c.absorb
-        self.dtype = np.float32 if c.precision == "float32" else np.float64
         self.observables = []
         if not self.lanes_ou:
             if c.process != "ou":
@@ -280,6 +291,64 @@ class Plan:
                 self.observables += ["heat"]
             if c.absorb:
                 self.observables += ["first_passage_time"]
+
+    def _plan_forward(self):
+        """vp / subvp / ve: the exact (or Euler-Maruyama) Gaussian chain on t_n = n dt."""
+        from .models import SCHEDULE_KEYS, make_process
+        from .models import PROCESS_KEYS as FORWARD_KEYS
+
+        c = self.cfg
+        params = dict(c.params)
+        schedule = params.pop("schedule", "linear") if c.process != "ve" else "linear"
+        if schedule not in SCHEDULE_KEYS:
+            raise InputError(f"--set schedule={schedule}: unknown schedule; valid: "
+                             f"{', '.join(SCHEDULE_KEYS)}")
+        valid = (("schedule",) + SCHEDULE_KEYS[schedule] if c.process != "ve"
+                 else FORWARD_KEYS["ve"])
+        for k, v in params.items():
+            if k not in valid:
+                raise InputError(f"unknown parameter {k!r} for --process {c.process}"
+                                 + (f" (schedule {schedule})" if c.process != "ve" else "")
+                                 + f"; valid: {', '.join(valid)}")
+            if not (isinstance(v, (int, float)) and math.isfinite(v)):
+                raise InputError(f"--set {k}={v!r}: expected one finite number")
+        if c.absorb:
+            raise InputError(f"--absorb applies to ou, langevin and underdamped, not to "
+                             f"--process {c.process}")
+        if isinstance(c.x0, str):
+            raise InputError(f"--x0 {c.x0!r} does not apply to --process {c.process}; give "
+                             "numbers or start from a dataset with --init DATA.h5")
+        try:
+            self.sde = make_process(c.process, schedule, params)
+        except InputError as e:
+            raise InputError(f"--process {c.process}: {e}") from None
+        t_end = c.steps * c.dt
+        if t_end > self.sde.t_max * (1.0 + 1e-12):
+            raise InputError(f"--steps {c.steps} x --dt {c.dt:g} = {t_end:g} runs past the end "
+                             f"of the {c.process} process (t_max = {self.sde.t_max:g}); use "
+                             f"--dt <= {self.sde.t_max / c.steps:g}")
+        self.method = c.method or "exact"
+        if self.method not in METHODS:
+            raise InputError(f"--method {self.method!r}: expected exact or em")
+        if self.method == "em" and c.process != "ve":   # beta(t) grows with t
+            r = float(self.sde.schedule.beta((c.steps - 1) * c.dt)) * c.dt
+            if not r < 4.0:
+                raise InputError(f"unstable step: Euler-Maruyama {c.process} needs beta(t) dt "
+                                 f"< 4, got {r:g} at the last step; reduce --dt or use "
+                                 "--method exact")
+        self.values = self.sde.params()
+        self.pot, self.proto, self.pid = None, False, 0
+        self.absorb = (-1, 1.0, 0.0)
+        self.lanes_ou = True
+        self.observables = []
+
+    def coefficients(self, s0, n):
+        """(A, B, C) float64 arrays for ``ou_lanes``: length 1 (OU) or n (forward chains)."""
+        if self.cfg.process in FORWARD:
+            from .processes import chain_coefficients
+
+            return chain_coefficients(self.sde, self.cfg.dt, s0, n, self.method)
+        return tuple(np.array([t], dtype=np.float64) for t in self.ou)
 
     def _check_stability(self, pot, v):
         """Refuse steps that are certainly unstable (the curvature bound of the scheme)."""
@@ -438,7 +507,7 @@ def _run_chunk(plan, st, s0, nsteps, rec):
     seed = np.uint64(c.seed)
     frames = {"position": np.empty((R, M, D), dtype=st.x.dtype)}
     if plan.lanes_ou:
-        A, B, C = plan.ou
+        A, B, C = plan.coefficients(s0, nsteps)
         # float32 state: float64 arithmetic, rounded to float32 after every step (both devices)
         if c.device == "cuda":
             from kernels import langevin_cuda as k
@@ -496,7 +565,7 @@ def _parameters_attrs(plan):
     from kernels import philox
 
     attrs = {"process": c.process,
-             "potential": "none" if c.process == "ou" else
+             "potential": "none" if c.process in ("ou",) + FORWARD else
              (getattr(c.potential, "__name__", "user") if plan.user else c.potential),
              "dt": c.dt, "steps": c.steps, "walkers": plan.M, "first_walker": c.first_walker,
              "dimension": plan.D, "record_every": plan.K, "seed": str(c.seed),
@@ -508,7 +577,8 @@ def _parameters_attrs(plan):
              "q hi, purpose), q=(step*D+d)>>1, cos/sin half by parity; purposes "
              f"noise={philox.PURPOSE_NOISE} vnoise={philox.PURPOSE_VNOISE} "
              f"bridge={philox.PURPOSE_BRIDGE} init={philox.PURPOSE_INIT} "
-             f"vinit={philox.PURPOSE_VINIT}",
+             f"vinit={philox.PURPOSE_VINIT}; normals=Box-Muller version "
+             f"{philox.NORMALS_VERSION} (kernels/philox.py)",
              "init": c.init or "", "x0": json.dumps(c.x0, default=_jsonable)}
     if "kT" in plan.values:
         attrs["kT"] = float(plan.values["kT"])
@@ -517,6 +587,8 @@ def _parameters_attrs(plan):
             attrs[f"{k}_start"], attrs[f"{k}_end"] = float(v[0]), float(v[1])
         elif isinstance(v, (list, tuple, np.ndarray)):
             attrs[k] = np.asarray(v, dtype=np.float64)
+        elif isinstance(v, str):
+            attrs[k] = v
         else:
             attrs[k] = float(v)
     return attrs

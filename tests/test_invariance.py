@@ -23,6 +23,8 @@ RUNS = {
                            x0=[-0.5, 1.4], params={"kT": 5.0}),
     "gm": dict(process="langevin", potential="gaussian-mixture", dt=1e-2, x0="boltzmann",
                params={"weights": [0.3, 0.7], "means": [-1.0, 2.0], "sigmas": [0.4, 0.8]}),
+    "vp-cosine": dict(process="vp", params={"schedule": "cosine"}, dt=0.01, x0=[0.5, -1.0]),
+    "ve-em": dict(process="ve", method="em", params={"sigma_max": 4.0}, dt=0.01),
     "harmonic-exact": dict(process="langevin", potential="harmonic", method="exact",
                            params={"k": (1.0, 3.0), "center": (0.0, 1.0)}, dt=0.05,
                            x0="boltzmann"),

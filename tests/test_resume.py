@@ -62,6 +62,11 @@ CONFIGS = {
     "ou": ["--process", "ou", "--set", "theta=2", "--set", "mu=0.5", "--set", "sigma=0.7",
            "--x0", "-1", "--walkers", "20001", "--steps", "12000", "--dt", "1e-3",
            "--record-every", "2000", "--seed", "3"],
+    # forward chain of a diffusion model: sub-VP, cosine schedule, per-step coefficients
+    # (crosses the coefficient-table blocks of 4096 steps)
+    "vp": ["--process", "subvp", "--set", "schedule=cosine", "--x0", "-1",
+           "--walkers", "20001", "--steps", "12000", "--dt", "8e-5", "--record-every", "2000",
+           "--seed", "13"],
 }
 # A protocol together with an absorbing boundary is left out of the trials above: the
 # recorded energy of absorbed walkers then depends on the chunking (a library bug, pinned by
@@ -300,6 +305,7 @@ TRIALS = [
     ("fp", "partial", 4), ("fp", "frac", 5),
     ("ud", "partial", 6), ("ud", "frac", 7), ("ud", "double", 8),
     ("ou", "start", 9), ("ou", "frac", 10), ("ou", "double", 11),
+    ("vp", "frac", 12),
 ]
 
 
