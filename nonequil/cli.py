@@ -1,6 +1,5 @@
 """The ``nonequil`` command.  Heavy modules are imported inside each verb's handler."""
 import argparse
-import os
 import re
 import sys
 import time

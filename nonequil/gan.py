@@ -64,7 +64,7 @@ from .errors import InputError
 
 KIND = "gan"
 FORMAT = 1
-PURPOSE_GAN = 64          # 64..79 (kernels/philox.py reserves up to 63 for other uses)
+PURPOSE_GAN = 64          # = kernels.philox.PURPOSE_GAN (64..79); kept here: gan.py stays light
 LATENTS = ("normal", "uniform")
 LOSSES = ("nonsaturating", "minimax")
 BINARY = ("auto", "off")

@@ -402,8 +402,11 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
     partial = out + ".partial"
     ckpt = partial + ".ckpt"
     ident = cfg.identity()
+    from kernels.philox import NORMALS_VERSION
+
     ident_meta = {"config": ident, "data": fp, "batch": tr.B, "format": FORMAT,
-                  "blas_threads": tr.threads, "kind": "gan"}
+                  "blas_threads": tr.threads, "kind": "gan",
+                  "normals": NORMALS_VERSION}     # Box-Muller version: bits of the noise
     prov = provenance(dict(ident, data=source, data_sha256=fp, effective_batch=tr.B),
                       "cpu", "float64", {"seed": str(cfg.seed), "blas_threads": tr.threads})
     lock = OutputLock(partial + ".lock", out)
@@ -421,6 +424,9 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
                 diff.append("data")
             if meta.get("batch") != tr.B:
                 diff.append("batch (effective)")
+            if meta.get("normals", 1) != NORMALS_VERSION:
+                diff.append("normals (the checkpoint was written by another Box-Muller "
+                            "version)")
             if meta.get("kind") != "gan":
                 diff.append("kind (not a GAN checkpoint)")
             if diff:

@@ -423,3 +423,10 @@ def test_cli_sigkill_resume_is_bitwise(files, tmp_path):
     a, b = _arrays(ref), _arrays(out)
     for k in a:
         assert a[k].tobytes() == b[k].tobytes(), k
+
+
+def test_gan_purposes_are_the_ones_reserved_in_philox():
+    from kernels import philox
+    from nonequil import gan
+
+    assert gan.PURPOSE_GAN == philox.PURPOSE_GAN == 64
