@@ -1,0 +1,321 @@
+"""The experiments (issue 7): every experiment runs end to end with ``--quick`` and writes a
+sane report; ``nonequil experiment --list`` and the bad-input paths of the verb.
+
+The quick runs are end-to-end and deterministic (fixed seeds, Philox everywhere); their
+assertions are the structure of ``results.json`` and ``report.md``, finite numbers within
+wide physics bounds, and the verdicts of the checks that the quick settings are documented
+to pass.  Runs that take more than ~20 s are marked slow (CI still runs them).
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("h5py")
+pytest.importorskip("matplotlib")
+
+CLI = [sys.executable, "-m", "nonequil.cli"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args, cwd=None, timeout=600):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd or ROOT, env=env)
+
+
+def _the_error_line(stderr):
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.rstrip("\n").split("\n")
+    assert len(lines) == 1, f"expected one line on stderr, got {stderr!r}"
+    assert lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+def _quick(name, tmp_path, *extra):
+    """Run ``nonequil experiment NAME --quick`` in-process; returns (results, report text)."""
+    from nonequil import cli
+
+    out = tmp_path / name
+    rc = cli.main(["experiment", name, "--quick", "--out", str(out), "--quiet", *extra])
+    assert rc == 0
+    assert not os.path.exists(str(out) + ".partial")
+    with open(out / "results.json") as f:
+        res = json.load(f)
+    with open(out / "report.md") as f:
+        text = f.read()
+    return out, res, text
+
+
+def _check_structure(out, res, text, name):
+    assert res["experiment"] == name
+    assert res["settings"]["quick"] is True
+    for key in ("command", "wall_seconds", "cpu_seconds", "checks", "values", "figures",
+                "files", "steps", "summary"):
+        assert key in res, key
+    assert res["wall_seconds"] > 0
+    assert res["checks"], "an experiment without checks"
+    for k, c in res["checks"].items():
+        assert c["verdict"] in ("PASS", "FAIL"), k
+        assert c["value"] is not None and math.isfinite(c["value"]), k
+        assert c["verdict"] in text
+    for k, v in res["values"].items():
+        assert v["value"] is None or math.isfinite(v["value"]), k
+    for fig in res["figures"]:
+        p = out / fig["file"]
+        assert p.is_file() and p.stat().st_size > 1000
+        assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        assert f"]({fig['file']})" in text
+    for fl in res["files"]:
+        assert (out / fl["file"]).is_file(), fl
+    assert res["command"].startswith("nonequil experiment " + name)
+    assert res["command"] in text
+    assert res["summary"]["checks"] == len(res["checks"])
+    head = (out / "headline.md").read_text()
+    assert head.count("| PASS |") + head.count("| FAIL |") == len(res["checks"])
+
+
+def _verdicts(res, keys):
+    bad = {k: res["checks"][k] for k in keys if res["checks"][k]["verdict"] != "PASS"}
+    assert not bad, bad
+
+
+# ------------------------------------------------------------------ the experiments
+@pytest.mark.slow
+def test_ou_quick(tmp_path):
+    """ou --quick: forward OU and the exact-score reverse chain are statistically exact
+    (every frame's mean and variance within 5 SE, KS p above a Bonferroni bound), and the
+    learned chain lands within the quick W1 and KS tolerances (deterministic run)."""
+    out, res, text = _quick("ou", tmp_path)
+    _check_structure(out, res, text, "ou")
+    _verdicts(res, list(res["checks"]))
+    c = res["checks"]
+    assert c["forward_max_abs_z"]["value"] < 5
+    assert 0 < c["reverse_exact_w1"]["value"] < 0.05
+    import h5py
+
+    with h5py.File(out / "forward.h5", "r") as f:
+        assert f["particles/ensemble/position/value"].shape[0] >= 5
+    with h5py.File(out / "samples_learned.h5", "r") as f:
+        assert f["samples"].shape[0] == res["settings"]["n_rev"]
+        assert "particles" in f
+
+
+@pytest.mark.slow
+def test_double_well_quick(tmp_path):
+    """double-well --quick: the diffusion model's W1, populations, Delta F and NLL gap meet
+    the quick tolerances, the numbers lie within wide physics bounds, and the GAN and
+    GAN baseline is recorded as values (or listed as not run when nonequil.gan is absent)."""
+    out, res, text = _quick("double-well", tmp_path)
+    _check_structure(out, res, text, "double-well")
+    _verdicts(res, list(res["checks"]))
+    c = res["checks"]
+    assert 0 < c["diffusion_w1"]["value"] < 0.1
+    assert abs(c["diffusion_delta_f"]["reference"] - 1.869) < 0.01     # quadrature
+    assert 0.5 < c["diffusion_pop_left"]["value"] < 1.0
+    assert -0.05 < c["nll_minus_entropy"]["value"] < 0.2             # KL >= 0 up to noise
+    import importlib.util
+
+    if importlib.util.find_spec("nonequil.gan") is None:
+        assert "GAN baseline" in res["pending"] and "## Not run" in text
+    else:                                       # the baseline ran: values, never checks
+        assert math.isfinite(res["values"]["gan_w1"]["value"])
+        assert (out / "gan_samples.h5").is_file()
+    assert not any("gan" in k for k in res["checks"])
+    for f in ("data.h5", "model.h5", "samples.h5"):
+        assert (out / f).is_file()
+
+
+@pytest.mark.slow
+def test_muller_brown_quick(tmp_path):
+    """muller-brown --quick: basin populations, Delta F and the free-energy surface within
+    the quick tolerances; populations sum to 1."""
+    out, res, text = _quick("muller-brown", tmp_path)
+    _check_structure(out, res, text, "muller-brown")
+    _verdicts(res, list(res["checks"]))
+    c = res["checks"]
+    pops = [c[f"pop_{b}"]["value"] for b in "ABC"]
+    assert abs(sum(pops) - 1) < 1e-9
+    assert c["pop_A"]["reference"] > c["pop_B"]["reference"] > c["pop_C"]["reference"]
+
+
+@pytest.mark.slow
+def test_harmonic_chain_quick(tmp_path):
+    """harmonic-chain --quick (16 particles): the NLL gap is a KL (>= 0 up to noise) within
+    the quick tolerance, the mode variances match, the score error is small at large t,
+    and the reweighted free energy is recorded with its ESS."""
+    out, res, text = _quick("harmonic-chain", tmp_path)
+    _check_structure(out, res, text, "harmonic-chain")
+    _verdicts(res, ["nll_minus_entropy_per_dim", "modes_max_rel_error"])
+    c, v = res["checks"], res["values"]
+    assert -0.01 < c["nll_minus_entropy_per_dim"]["value"] < 0.15
+    assert v["score_rel_error_t1"]["value"] < 0.05
+    assert "reweighted_free_energy" in c
+    assert 0 < v["reweight_ess_fraction"]["value"] <= 1
+
+
+@pytest.mark.slow
+def test_kramers_quick(tmp_path):
+    """kramers --quick: every simulated MFPT within 15 % of the exact integral, and Kramers'
+    formula approaching the exact value as the barrier grows."""
+    out, res, text = _quick("kramers", tmp_path)
+    _check_structure(out, res, text, "kramers")
+    _verdicts(res, list(res["checks"]))
+    ratios = [v["value"] for k, v in sorted(res["values"].items())]
+    assert all(0.5 < r < 1.0 for r in ratios)
+    assert ratios == sorted(ratios)             # keys sort by barrier: 1.5, 2.5, 3.5
+
+
+@pytest.mark.slow
+def test_jarzynski_quick(tmp_path):
+    """jarzynski --quick: work laws (Gaussian; generalised chi^2 by Imhof) pass their KS
+    tests, Jarzynski and BAR recover Delta F, the bias follows its large-n form."""
+    out, res, text = _quick("jarzynski", tmp_path)
+    _check_structure(out, res, text, "jarzynski")
+    _verdicts(res, list(res["checks"]))
+    c = res["checks"]
+    assert abs(c["stiffness_bar"]["reference"] - 0.5 * math.log(4)) < 1e-12
+    bias = res["tables"][0]["rows"]
+    assert bias[0][2] > bias[-1][2]             # the bias falls with n
+
+
+# ------------------------------------------------------------------ the verb
+def test_list_names_every_experiment():
+    from nonequil.cmd_experiment import EXPERIMENTS
+
+    r = _run(*CLI, "experiment", "--list")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().split("\n")
+    assert len(lines) == len(EXPERIMENTS)
+    for line, name in zip(lines, EXPERIMENTS):
+        assert line.split()[0] == name and len(line.split()) > 3
+
+
+def test_every_listed_experiment_has_a_module():
+    import importlib
+
+    from nonequil.cmd_experiment import EXPERIMENTS
+
+    for name, (mod, _) in EXPERIMENTS.items():
+        m = importlib.import_module(mod)
+        assert m.NAME == name and callable(m.run) and m.TITLE and m.SUMMARY
+
+
+def test_unknown_name_lists_valid_ones(tmp_path):
+    from nonequil.cmd_experiment import EXPERIMENTS
+
+    out = tmp_path / "r"
+    r = _run(*CLI, "experiment", "no-such-thing", "--out", out)
+    assert r.returncode == 2
+    line = _the_error_line(r.stderr)
+    assert "no-such-thing" in line
+    for name in EXPERIMENTS:
+        assert name in line
+    assert not out.exists() and not os.path.exists(str(out) + ".partial")
+
+
+@pytest.mark.parametrize("argv,words", [
+    ([], ["NAME", "--list"]),
+    (["ou", "--list"], ["--list"]),
+    (["ou", "--device", "gpu"], ["--device"]),
+    (["ou", "--seed", "-3"], ["seed"]),
+])
+def test_bad_arguments_one_error_line(tmp_path, argv, words):
+    out = tmp_path / "r"
+    r = _run(*CLI, "experiment", *argv, "--out", out)
+    assert r.returncode != 0
+    line = _the_error_line(r.stderr)
+    for w in words:
+        assert w in line, line
+    assert not out.exists() and not os.path.exists(str(out) + ".partial")
+
+
+def test_existing_out_refused_and_kept(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    r = _run(*CLI, "experiment", "ou", "--quick", "--out", out)
+    assert r.returncode == 2
+    line = _the_error_line(r.stderr)
+    assert str(out) in line and "not empty" in line
+    assert sorted(os.listdir(out)) == ["keep.txt"]
+    assert not os.path.exists(str(out) + ".partial")
+
+
+def test_out_parent_must_exist(tmp_path):
+    out = tmp_path / "missing" / "r"
+    r = _run(*CLI, "experiment", "ou", "--quick", "--out", out)
+    assert r.returncode == 2
+    assert "does not exist" in _the_error_line(r.stderr)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_cuda_without_gpu_is_refused_before_work(tmp_path):
+    from numba import cuda
+
+    if cuda.is_available():
+        pytest.skip("a GPU is present")
+    out = tmp_path / "r"
+    r = _run(*CLI, "experiment", "ou", "--quick", "--device", "cuda", "--out", out)
+    assert r.returncode == 2
+    assert "cuda" in _the_error_line(r.stderr)
+    assert not out.exists() and not os.path.exists(str(out) + ".partial")
+
+
+def test_python_m_entry_point_same_errors(tmp_path):
+    """``python -m experiments.ou`` takes the verb's flags and gives its error lines."""
+    out = tmp_path / "r"
+    r = _run(sys.executable, "-m", "experiments.ou", "--seed", "x", "--out", out)
+    assert r.returncode == 2
+    assert "seed" in _the_error_line(r.stderr)
+    assert not out.exists()
+
+
+def test_help_lists_common_flags():
+    r = _run(*CLI, "experiment", "--help")
+    assert r.returncode == 0
+    for flag in ("--quick", "--out", "--device", "--seed", "--quiet", "--debug", "--list"):
+        assert flag in r.stdout, flag
+
+
+def test_failure_during_run_keeps_partial_and_names_it(tmp_path, monkeypatch):
+    """A failure inside run() leaves DIR absent, keeps DIR.partial and names it."""
+    from experiments import _report
+    from nonequil.errors import RunError
+
+    class Broken:
+        NAME, TITLE, SUMMARY = "broken", "t", "s"
+
+        @staticmethod
+        def run(ctx):
+            open(ctx.path("data.h5"), "w").close()
+            raise ValueError("boom")
+
+    out = tmp_path / "r"
+    with pytest.raises(RunError) as e:
+        _report.run_module(Broken, out=str(out), quiet=True, argv=["x"])
+    assert "boom" in str(e.value) and str(out) + ".partial" in str(e.value)
+    assert not out.exists()
+    assert os.path.isfile(str(out) + ".partial/data.h5")
+
+
+def test_report_verdict_kinds():
+    """The check kinds of the report writer decide PASS/FAIL as documented."""
+    from experiments._report import Report
+
+    r = Report("x", "t", "s", "cmd", {})
+    assert r.check("a", "abs ok", 1.04, 0.01, reference=1.0, tol=0.05)
+    assert not r.check("b", "abs bad", 1.06, 0.01, reference=1.0, tol=0.05)
+    assert r.check("c", "max ok", 0.01, tol=0.02, kind="max")
+    assert not r.check("d", "min bad", 1e-5, tol=1e-3, kind="min")
+    assert r.check("e", "z ok", 1.04, 0.01, reference=1.0, kind="zscore")
+    assert not r.check("f", "z bad", 1.06, 0.01, reference=1.0, kind="zscore")
+    assert not r.check("g", "nan fails", float("nan"), tol=1.0, kind="max")
+    assert r.checks["a"]["within_z_se"] is True and r.checks["b"]["within_z_se"] is False
+    assert r.counts() == {"pass": 3, "fail": 4, "checks": 7}
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["checks"]["g"]["value"] is None
+    assert "| abs ok |" in r.markdown()
