@@ -10,14 +10,18 @@ evaluations per second) of the benchmark MLP of ``experiments.bench_train`` ([18
 not depend on the values) with the Euler-Maruyama reverse-SDE sampler (``em``): default
 10^4 samples x 1000 steps (quick: 256 x 20).
 
-* ``nonequil_fused``: the product -- ``nonequil.samplers.sample(model, n, sampler="em",
-  steps=S, engine="fused")``, what ``nonequil sample`` runs on the CPU by default
-  (``engine="auto"``): the whole chain, in chunks of stages, inside the ``prange`` kernel
-  ``kernels.reverse_cpu.reverse_fused`` (walkers in blocks of 16, explicit-loop MLP, Philox
-  noise inside the kernel).
-* ``nonequil_blas``: the same call with ``engine="blas"`` (one stage at a time over the
-  whole batch, the network through BLAS with T threads, the update in a compiled loop):
-  measured beside the fused engine to show which is faster here.
+* ``nonequil_f32``: the product -- ``nonequil.samplers.sample(model, n, sampler="em",
+  steps=S)`` with ``engine="auto"``, what ``nonequil sample`` runs on the CPU
+  (``samplers.AUTO_ENGINE``: ``sharded`` for float32 and float64): the chain in chunks of
+  stages inside ``kernels.reverse_cpu.reverse_batched`` (compiled; BLAS forward, Philox noise
+  in the kernel) on fixed-size shards of ``samplers.SHARD_ROWS`` walkers, T shards at a
+  time on a thread pool, single-threaded BLAS.  The engine auto chose is in
+  ``extra.engine_resolved``.
+* ``nonequil_fused_f32``: ``engine="fused"`` (the ``prange`` kernel
+  ``kernels.reverse_cpu.reverse_fused``: walkers in blocks of 16, explicit-loop MLP);
+* ``nonequil_blas_f32``: ``engine="blas"`` (one stage at a time over the whole batch, the
+  network through BLAS with T threads): measured beside the others to show which is
+  fastest here (ratios ``auto/fused``, ``auto/blas``, ``fused/blas``).
 * peers (optional; ``--no-peers`` skips them), the same loop -- the same per-stage
   coefficients ``y <- (c0 y + c1 o) + c2 z`` and noise levels tau taken from the sampler's
   plan (``nonequil.samplers.prepare``), the network input ``[y, sin(2 pi f tau), cos(2 pi f
@@ -125,10 +129,14 @@ class NonequilSample(Bench):
         self.samplers = samplers
         self.model, self.n, self.steps, self.engine = model, n, steps, engine
         self.name = name
-        self.label = f"nonequil sample em {engine} f32 ({threads} thr)"
-        self.S = samplers.prepare(model, SAMPLER, steps)["plan"].S
+        cfg = samplers.prepare(model, SAMPLER, steps, engine=engine)
+        resolved = cfg["engine"]
+        shown = engine if engine == resolved else f"{engine}={resolved}"
+        self.label = f"nonequil sample em {shown} f32 ({threads} thr)"
+        self.S = cfg["plan"].S
         self.y = None
-        self.extra.update(engine=engine, threads=threads, stages=self.S)
+        self.extra.update(engine=engine, engine_resolved=resolved, threads=threads,
+                          stages=self.S)
 
     def items(self):
         return self.n * self.S
@@ -336,8 +344,10 @@ def run(argv=None):
             results[name] = {"status": "skipped", "reason": str(e)}
             log(f"[skip] {name}: {e}")
 
-    add(lambda: NonequilSample(model, a.n, a.steps, "fused", T, "nonequil_f32"),
+    add(lambda: NonequilSample(model, a.n, a.steps, "auto", T, "nonequil_f32"),
         "nonequil_f32")
+    add(lambda: NonequilSample(model, a.n, a.steps, "fused", T, "nonequil_fused_f32"),
+        "nonequil_fused_f32")
     add(lambda: NonequilSample(model, a.n, a.steps, "blas", T, "nonequil_blas_f32"),
         "nonequil_blas_f32")
     if a.no_peers:
@@ -350,12 +360,14 @@ def run(argv=None):
     info = machine(T)
     info["loadavg_start"], info["loadavg_end"] = load0, loadavg()
     ratios, ratios_cpu, targets = compute_ratios(
-        results, ["nonequil_f32", "nonequil_blas_f32"], TARGETS)
+        results, ["nonequil_f32", "nonequil_fused_f32", "nonequil_blas_f32"], TARGETS)
     ok = {k: v for k, v in results.items() if v.get("status") == "ok"}
-    if "nonequil_f32" in ok and "nonequil_blas_f32" in ok:
-        ratios["fused/blas"] = ok["nonequil_f32"]["rate"] / ok["nonequil_blas_f32"]["rate"]
-        ratios_cpu["fused/blas"] = (ok["nonequil_f32"]["rate_per_cpu_s"]
-                                    / ok["nonequil_blas_f32"]["rate_per_cpu_s"])
+    for key, o, p in (("auto/fused", "nonequil_f32", "nonequil_fused_f32"),
+                      ("auto/blas", "nonequil_f32", "nonequil_blas_f32"),
+                      ("fused/blas", "nonequil_fused_f32", "nonequil_blas_f32")):
+        if o in ok and p in ok:
+            ratios[key] = ok[o]["rate"] / ok[p]["rate"]
+            ratios_cpu[key] = ok[o]["rate_per_cpu_s"] / ok[p]["rate_per_cpu_s"]
     for t in targets:
         if t["key"] == "vs_jax_f32" and t["status"] != "skipped":
             t["status"] = "REPORTED"

@@ -34,9 +34,10 @@ _EXPORTS = {
     "sample": ("nonequil.samplers", "sample"),
     "SAMPLERS": ("nonequil.samplers", "SAMPLERS"),
     "ode_likelihood": ("nonequil.likelihood", "ode_likelihood"),
-    "likelihood": ("nonequil.likelihood", "likelihood"),
+    "likelihood": ("nonequil.likelihood", None),       # modules: from nonequil import reweight
+    "nll": ("nonequil.likelihood", "likelihood"),
     "elbo": ("nonequil.likelihood", "elbo"),
-    "reweight": ("nonequil.reweight", "reweight"),
+    "reweight": ("nonequil.reweight", None),
     "reweight_to_analytic": ("nonequil.reweight", "reweight_to_analytic"),
     "sample_log_density": ("nonequil.reweight", "sample_log_density"),
     "train_gan": ("nonequil.gan_train", "train_gan"),

@@ -58,7 +58,7 @@ def add(sub, base, run):
     p.add_argument("--batch", type=_positive, help="samples per batch (memory; default "
                    "32768); the samples do not depend on it")
     p.add_argument("--engine", default="auto", metavar="NAME",
-                   help="CPU engine: auto (default), fused, blas, rows, python")
+                   help="CPU engine: auto (default), sharded, fused, blas, rows, python")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema",
                    help="network weights: the EMA (default) or the raw weights")
     # --- log-densities for reweighting (nonequil.reweight) ---

@@ -78,17 +78,29 @@ normalisation, t_eps = 1e-3 for VP/sub-VP and 1e-5 for VE unless given), or, for
 
 Engines (MLP models; ``engine=``)
 ---------------------------------
+* ``sharded`` (CPU): the batch cut into shards of ``SHARD_ROWS`` walkers (a short last shard
+  padded to that size), each shard running chunks of stages inside the compiled
+  ``kernels.reverse_cpu.reverse_batched`` (BLAS forward, single-threaded; Philox noise and the
+  update in the kernel), T shards at a time on a thread pool (T = ``model.threads`` or the
+  available CPUs).  Every BLAS call has the same shape, so a sample's bits depend neither on
+  n, batch, first_sample nor T (tested); small runs pay for up to ``SHARD_ROWS - 1`` padding
+  walkers a batch;
 * ``fused`` (CPU): the whole chain per block of 16 walkers inside one ``prange`` kernel,
-  explicit-loop MLP (``kernels.reverse_cpu.reverse_fused``);
-* ``blas`` (CPU): one stage at a time over the batch, the MLP through BLAS;
+  explicit-loop MLP (``kernels.reverse_cpu.reverse_fused``); bitwise batch- and
+  thread-independent by construction;
+* ``blas`` (CPU): one stage at a time over the whole batch, the MLP through BLAS with T
+  threads (row results equal ``sharded``'s in practice, but a batch of a few rows takes
+  another OpenBLAS kernel: not guaranteed batch-independent);
 * ``rows``: like ``blas`` with ``kernels.mlp_cpu.mlp_forward_rows_into`` (bitwise equal to
   ``fused``; slower, kept as a reference);
 * ``python``: a Python loop over stages (any model; exact scores always use it);
 * ``cuda`` is ``device="cuda"`` (``kernels.reverse_cuda``, one thread per walker).
-``auto`` picks ``fused`` on the CPU (measured 1.0-1.25x faster than ``blas`` at 10^4-10^5
-walkers with the default network, up to 2x with width 64; see ``ENGINE_NOTE``).  The engines
-use the same Philox words and the same update arithmetic; ``fused`` and ``blas`` differ only
-in the MLP's summation order (tested to agree to 1e-12).
+``auto`` picks ``AUTO_ENGINE[dtype]`` on the CPU -- ``sharded`` for float32 and float64, the
+fastest measured (``ENGINE_NOTE``).  It depends on the network's dtype only, never on n, so a
+run split into pieces (``nonequil.distributed``) uses the same engine in every piece.  The
+engines use the same Philox words and the same update arithmetic; ``fused`` and the BLAS
+engines differ only in the MLP's summation order (tested to agree to 1e-12 in float64, to
+float32 rounding in float32).
 
 Also here
 ---------
@@ -127,17 +139,26 @@ PURPOSE_BITS = 50           # + 2
 CONTINUOUS = ("vp", "subvp", "ve")
 DEFAULT_SAMPLER = {"vp": "ode", "subvp": "ode", "ve": "ode", "ddpm": "ancestral",
                    "binomial": "binomial"}
-ENGINES = ("auto", "fused", "blas", "rows", "python")
+ENGINES = ("auto", "fused", "blas", "rows", "python", "sharded")
 DEFAULT_T_EPS = {"vp": 1e-3, "subvp": 1e-3, "ve": 1e-5}
 ENGINE_NOTE = (
-    "CPU engine 'auto' = 'fused'.  Measured on the 2-core AMD EPYC (Zen 4) development "
-    "machine, network [17, 128, 128, 128, 1] SiLU (the default for 1-D data), network "
-    "evaluations per second inside the sampler, best of 4-5 interleaved runs: float64 "
-    "fused 2.4e5 / BLAS 2.0e5 at 1e4 walkers (1.19x), 2.5e5 / 2.1e5 at 1e5 (1.24x); float32 "
-    "3.0e5 / 3.0e5 at 1e4 (0.99x), 4.1e5 / 3.4e5 at 1e5 (1.21x); width 64: 1.6x (float64) "
-    "and 2.0x (float32) at 1e4.  Other jobs shared the machine (load 2-3 on 2 cores); under "
-    "load 7 the two were equal within noise.")
+    "CPU engine 'auto' = 'sharded' (float32 and float64).  Measured on the 2-core AMD EPYC "
+    "(Zen 4) development machine, benchmark network [18, 128, 128, 128, 2] SiLU, em sampler, "
+    "1e4 walkers x 100 steps, network evaluations per CPU-second (the machine was shared: "
+    "load 2-6), best of 2 interleaved runs: float32 sharded 9.5e5 (shards of 256-1024 rows "
+    "alike; 9.0e5 at 1536) / fused 5.7e5-7.5e5 (1.3-1.65x) / whole-batch BLAS 7.3e5; "
+    "float64 sharded 4.7e5 / fused 3.1e5-4.0e5 (1.2-1.5x) / BLAS 1.9e5.  At 70656 flop "
+    "per evaluation, sharded float32 runs 67-70 GFLOP per CPU-second against 40-53 for the "
+    "fused kernel's explicit loops.  Where a 512-row float32 stage goes (one thread): the "
+    "four matrix products alone 1.34e6 evaluations per CPU-second (94 GFLOP, single-thread "
+    "OpenBLAS sgemm), with bias+SiLU (mlp_cpu._bias_act, 0.55 ns an element) 1.04e6, the "
+    "whole stage with input, Philox noise and update 0.98e6: BLAS about 75 %, SiLU 20 %.  "
+    "Shards of 512 rows keep a layer's activations (256 KB in float32) in L2; the threads "
+    "meet once per chunk of stages rather than once per matrix product.  "
+    "experiments.bench_sample measures auto, fused and blas against torch and jax.")
 DEFAULT_BATCH = 32768
+SHARD_ROWS = 512            # walkers per shard of the sharded engine
+AUTO_ENGINE = {"float32": "sharded", "float64": "sharded"}   # engine="auto" on the CPU
 FRAME_BYTES = 1 << 28       # memory for the recorded frames of one batch
 
 
@@ -701,7 +722,7 @@ def prepare(model, sampler=None, steps=None, seed=0, device="cpu", engine="auto"
     if engine not in ENGINES:
         raise InputError(f"engine {engine!r}; valid: {', '.join(ENGINES)}")
     parts = _mlp_parts(model, weights) if sampler != "binomial" else None
-    if engine in ("fused", "blas", "rows") and parts is None:
+    if engine in ("fused", "blas", "rows", "sharded") and parts is None:
         raise InputError(f"engine {engine} needs an MLP score model; use engine python")
     if device == "cuda":
         if sampler == "binomial":
@@ -724,7 +745,8 @@ def prepare(model, sampler=None, steps=None, seed=0, device="cpu", engine="auto"
     elif plan is not None and getattr(plan, "rk45", False):
         eng = "rk45"
     elif engine == "auto":
-        eng = "fused" if parts is not None else "python"
+        eng = (AUTO_ENGINE.get(np.dtype(parts[0].dtype).name, "fused") if parts is not None
+               else "python")
     else:
         eng = engine
     return dict(model=model, sampler=sampler, sm=sm, opts=opts, steps=steps, seed=seed,
@@ -905,6 +927,8 @@ def _run_stages(cfg, plan, s0, s1, seed, first, y, u, d, rec_stage, rec):
     if eng == "fused":
         with threadpool_limits(limits=1, user_api="blas"):
             reverse_cpu.reverse_fused(*args)
+    elif eng == "sharded":
+        _run_sharded(_threads(cfg["model"]), args)
     else:
         with threadpool_limits(limits=_threads(cfg["model"]), user_api="blas"):
             reverse_cpu.reverse_batched(*args, eng == "rows")
@@ -1009,3 +1033,61 @@ def ode_likelihood(*args, **kwargs):
     from .likelihood import ode_likelihood as f
 
     return f(*args, **kwargs)
+
+
+# ====================================================================== sharded BLAS engine
+_POOL = {}          # thread count -> ThreadPoolExecutor (kept for the life of the process)
+
+
+def _pool(T):
+    from concurrent.futures import ThreadPoolExecutor
+
+    if T not in _POOL:
+        _POOL[T] = ThreadPoolExecutor(T, thread_name_prefix="nonequil-shard")
+    return _POOL[T]
+
+
+def _run_sharded(T, args):
+    """The ``sharded`` engine: ``kernels.reverse_cpu.reverse_batched(..., use_rows=False)`` on
+    shards of exactly ``SHARD_ROWS`` walkers, T shards at a time on a thread pool (the kernel
+    releases the GIL), every BLAS call single-threaded.  ``args`` are ``reverse_batched``'s
+    arguments before ``use_rows``; y, u, d and the frames are updated in place.
+
+    Reproducibility.  A shard's rows are walkers ``first + a ..`` (absolute indices), so the
+    noise does not depend on the sharding.  The network outputs of a row come from BLAS,
+    whose code path depends on the shape of the call: OpenBLAS takes a different kernel for
+    a few rows (measured: a shard of 1 or 7 rows gave other float32 bits than 64 or more).
+    So every call has the same shape: a short last shard is padded to ``SHARD_ROWS`` rows
+    (zero states, walkers past the batch; their results are dropped).  A sample's bits then
+    depend neither on n, batch, first_sample nor the thread count (tested), at the price of
+    computing up to ``SHARD_ROWS - 1`` extra walkers per batch.
+    """
+    from kernels import reverse_cpu
+    from threadpoolctl import threadpool_limits
+
+    *head, first, s0, s1, y, u, d, rec_stage, rec = args
+    B, D = y.shape
+    M = SHARD_ROWS
+    bounds = [(a, min(B, a + M)) for a in range(0, B, M)]
+
+    def run(ab):
+        a, b = ab
+        if b - a == M:
+            reverse_cpu.reverse_batched(*head, first + a, s0, s1, y[a:b], u[a:b], d[a:b],
+                                        rec_stage, rec[:, a:b], False)
+            return
+        yp, up, dp = (np.zeros((M, D)) for _ in range(3))
+        yp[:b - a], up[:b - a], dp[:b - a] = y[a:b], u[a:b], d[a:b]
+        recp = np.zeros((rec.shape[0], M, D))
+        recp[:, :b - a] = rec[:, a:b]           # frames the kernel does not write stay
+        reverse_cpu.reverse_batched(*head, first + a, s0, s1, yp, up, dp, rec_stage, recp,
+                                    False)
+        y[a:b], u[a:b], d[a:b] = yp[:b - a], up[:b - a], dp[:b - a]
+        rec[:, a:b] = recp[:, :b - a]
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        if T <= 1 or len(bounds) == 1:
+            for ab in bounds:
+                run(ab)
+        else:
+            list(_pool(T).map(run, bounds))      # list(): re-raises a shard's exception

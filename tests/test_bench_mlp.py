@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOP = ("benchmark", "config", "machine", "results", "ratios", "ratios_per_cpu_s", "targets")
 FIGURE_KEYS = ("rate", "rate_median", "items", "best_s", "median_s", "times_s", "unit",
@@ -88,19 +90,27 @@ def test_bench_sample_quick():
     c = doc["config"]
     assert (c["n"], c["steps"], c["quick"], c["sampler"]) == (40, 5, True, "em")
     res = doc["results"]
-    for name in ("nonequil_f32", "nonequil_blas_f32"):
+    for name in ("nonequil_f32", "nonequil_fused_f32", "nonequil_blas_f32"):
         r = res[name]
         check_figure(name, r)
         assert r["items"] == 40 * r["stages"] and r["stages"] >= 5
+    # the product figure is engine="auto", and says which engine that resolved to
+    from nonequil import samplers
+    assert res["nonequil_f32"]["engine"] == "auto"
+    assert res["nonequil_f32"]["engine_resolved"] == samplers.AUTO_ENGINE["float32"]
     for name in ("torch_f32", "jax_f32"):
         if res[name]["status"] == "ok":
             check_figure(name, res[name])
     # every implementation ran the same chain (bench_sample.bench_model: an x0-model close to
-    # that of data at 0, so each ends near 0); the fused and blas engines use the same Philox
+    # that of data at 0, so each ends near 0); the nonequil engines use the same Philox
     # noise and agree to rounding
     ok = {k: v for k, v in res.items() if v.get("status") == "ok"}
     for name, v in ok.items():
         assert abs(v["final_mean"]) < 0.2 and v["final_std"] < 0.5, (name, v)
-    assert abs(ok["nonequil_f32"]["final_mean"] - ok["nonequil_blas_f32"]["final_mean"]) < 1e-5
-    assert "fused/blas" in doc["ratios"]
-    check_ratios(doc, ("nonequil_f32", "nonequil_blas_f32"))
+    for name in ("nonequil_fused_f32", "nonequil_blas_f32"):
+        assert abs(ok["nonequil_f32"]["final_mean"] - ok[name]["final_mean"]) < 1e-5
+    for key in ("auto/fused", "auto/blas", "fused/blas"):
+        assert key in doc["ratios"] and key in doc["ratios_per_cpu_s"]
+    assert doc["ratios"]["auto/fused"] == pytest.approx(
+        res["nonequil_f32"]["rate"] / res["nonequil_fused_f32"]["rate"], rel=1e-9)
+    check_ratios(doc, ("nonequil_f32", "nonequil_fused_f32", "nonequil_blas_f32"))

@@ -247,17 +247,22 @@ def _ddpm_model():
     return _mlp_model(width=4, depth=1, dim=1, process="ddpm")
 
 
+@pytest.mark.parametrize("engine", ["auto", "fused"])
 @pytest.mark.parametrize("name", ["em", "ancestral", "ode", "pc"])
-def test_batching_and_first_sample_bitwise(name):
+def test_batching_and_first_sample_bitwise(name, engine, monkeypatch):
     """Deterministic: the same samples and frames whether drawn in batches of 7 or all at
-    once, and samples 13..41 drawn alone equal them inside the larger run (fused engine)."""
+    once, and samples 13..41 drawn alone equal them inside the larger run (the auto engine,
+    i.e. sharded, here with shards of 16 rows so that a batch spans several shards and the
+    padded last one; and the fused engine)."""
+    monkeypatch.setattr(samplers, "SHARD_ROWS", 16)
     m = _mlp_model()
     opts = {"pilot": 16} if name == "pc" else {}
-    ref = samplers.sample(m, 50, name, steps=12, seed=5, record_every=5, **opts)
-    b7 = samplers.sample(m, 50, name, steps=12, seed=5, record_every=5, batch=7, **opts)
-    sub = samplers.sample(m, 29, name, steps=12, seed=5, record_every=5, first_sample=13,
-                          **opts)
-    assert ref.info["engine"] == "fused"
+    kw = dict(steps=12, seed=5, record_every=5, engine=engine, **opts)
+    ref = samplers.sample(m, 50, name, **kw)
+    b7 = samplers.sample(m, 50, name, batch=7, **kw)
+    sub = samplers.sample(m, 29, name, first_sample=13, **kw)
+    want = samplers.AUTO_ENGINE["float64"] if engine == "auto" else engine
+    assert ref.info["engine"] == want
     assert np.array_equal(ref.samples, b7.samples)
     assert np.array_equal(ref.frames, b7.frames)
     assert np.array_equal(ref.samples[13:42], sub.samples)
@@ -280,12 +285,13 @@ def test_fused_equals_rows_and_blas_to_1e12(name, param):
     m = _mlp_model(param=param)
     opts = {"pilot": 16} if name == "pc" else {}
     res = {eng: samplers.sample(m, 37, name, steps=15, seed=9, engine=eng, record_every=4,
-                                **opts) for eng in ("fused", "rows", "blas", "python")}
+                                **opts)
+           for eng in ("fused", "rows", "blas", "python", "sharded")}
     f = res["fused"]
     assert np.array_equal(f.samples, res["rows"].samples)
     assert np.array_equal(f.frames, res["rows"].frames)
     scale = np.max(np.abs(f.frames))
-    for eng in ("blas", "python"):
+    for eng in ("blas", "python", "sharded"):
         assert np.max(np.abs(res[eng].samples - f.samples)) <= 1e-12 * scale
         assert np.max(np.abs(res[eng].frames - f.frames)) <= 1e-12 * scale
     assert np.array_equal(res["blas"].samples, res["python"].samples)
@@ -312,9 +318,37 @@ def test_float32_model_runs_and_engines_agree():
     rounding.  Slow only because it compiles the float32 versions of both kernels."""
     m = _mlp_model(dtype="float32")
     a = samplers.sample(m, 20, "ode", steps=10, seed=1, engine="fused").samples
-    b = samplers.sample(m, 20, "ode", steps=10, seed=1, engine="blas").samples
     assert np.all(np.isfinite(a))
-    assert np.max(np.abs(a - b)) <= 1e-4 * np.max(np.abs(a))
+    for eng in ("blas", "sharded"):
+        b = samplers.sample(m, 20, "ode", steps=10, seed=1, engine=eng).samples
+        assert np.max(np.abs(a - b)) <= 1e-4 * np.max(np.abs(a))
+    assert samplers.prepare(m, "ode", 10)["engine"] == samplers.AUTO_ENGINE["float32"]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sharded_engine_bitwise_invariant(dtype, monkeypatch):
+    """Deterministic: the sharded engine's samples and frames are bitwise the same for any
+    n, batch, first_sample and thread count (every BLAS call has SHARD_ROWS rows: a short
+    last shard is padded), and equal the whole-batch BLAS engine's when the batch is a
+    multiple of the shard.  Shards of 64 rows: at 1 or 7 rows OpenBLAS takes another
+    kernel (other float32 bits), which the padding must hide."""
+    monkeypatch.setattr(samplers, "SHARD_ROWS", 64)
+    m = _mlp_model(width=32, dtype=dtype)
+    kw = dict(sampler="em", steps=6, seed=4, engine="sharded", record_every=3)
+    m.threads = 2
+    ref = samplers.sample(m, 192, **kw)
+    assert np.array_equal(samplers.sample(m, 192, engine="blas",
+                                          **{k: v for k, v in kw.items()
+                                             if k != "engine"}).samples, ref.samples)
+    m.threads = 1
+    one = samplers.sample(m, 192, **kw)
+    assert np.array_equal(one.samples, ref.samples) and np.array_equal(one.frames, ref.frames)
+    m.threads = 2
+    for n, first, batch in ((1, 70, None), (7, 100, None), (65, 3, None), (150, 0, 7),
+                            (130, 50, 100)):
+        r = samplers.sample(m, n, first_sample=first, batch=batch, **kw)
+        assert np.array_equal(r.samples, ref.samples[first:first + n]), (n, first, batch)
+        assert np.array_equal(r.frames, ref.frames[:, first:first + n]), (n, first, batch)
 
 
 def test_ddpm_ancestral_chain():
