@@ -14,7 +14,8 @@ suite goes on (exit status 1 at the end).
 
 Benchmarks (``BENCHMARKS``): ou (OU ensemble), mb (Müller-Brown overdamped Langevin), ising
 (checkerboard Metropolis), train (DSM training), sample (reverse sampling), memory (peak RSS
-of a streamed 10^7-walker OU run), startup (``nonequil --help`` and the time to the first
+of a streamed 10^7-walker OU run), dask (strong scaling of a sharded OU ensemble, local:1 vs
+local:2), startup (``nonequil --help`` and the time to the first
 simulated step, cold and warm).  Scaling (``SCALING``): each rate figure again at other
 sizes, from 10^4 to 10^7 walkers (OU), 10^4 to 10^6 (Müller-Brown), L = 64..1024 lattices
 (Ising) and MLP widths 64..512 (train, sample).
@@ -51,6 +52,8 @@ BENCHMARKS = [
     ("memory", "experiments.bench_memory", "peak RSS of a streamed OU run", [],
      ["--walkers", "10000", "--steps", "20,80"], 1800),
     ("startup", "experiments.bench_startup", "start-up times", [], ["--no-cold"], 900),
+    ("dask", "experiments.bench_dask", "sharded OU ensemble on local Dask (1 vs 2 workers)",
+     [], [], 900),
 ]
 # key -> (flag the module must list, [(label, argv)] full, [(label, argv)] quick)
 SCALING = {

@@ -50,7 +50,7 @@ def add(sub, base, run):
         "in --out DIR, and gather the observables into DIR/summary.csv and "
         "DIR/summary.json.  A rerun skips finished points; a failing point is reported and "
         "does not stop the others.  Observables: " + ", ".join(sorted(OBSERVABLES)) + ".  "
-        "Needs Dask: pip install 'nonequil[dask]'.")
+        "Needs Dask: pip install 'nonequil[dist]'.")
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = "example SPEC.toml:\n\n" + EXAMPLE
     p.add_argument("spec", metavar="SPEC.toml", help="the sweep specification")

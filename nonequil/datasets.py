@@ -125,7 +125,19 @@ purpose   use (counter = (walker, step, block, purpose))
 ``nonequil simulate`` run of the same seed.  Normal streams are documented in
 ``kernels.philox``; uniforms are 53-bit in (0, 1].  Every draw is a pure function of
 (seed, purpose, sample index, ...), so the same arguments give the same samples, bit for
-bit, whatever the thread count (matrix products are run with one BLAS thread).
+bit, whatever the thread count (BLAS runs on one thread while a generator runs, so the
+quadrature references do not depend on it; the Cholesky transforms sum each row in a fixed order,
+without BLAS, so a row does not depend on the other rows either).
+
+Sharding: every generator but ising and phi4 (``Generator.shardable``) draws sample i from
+(seed, parameters, i) alone, including the Langevin relaxation (walker i of the run is
+sample i), so ``generate(..., first=F)`` gives rows F.. of the ``first=0`` dataset, bit
+for bit; ``nonequil dataset --cluster/--scheduler`` (``nonequil.distributed``) joins such
+shards.  The reference attributes and ``/reference`` datasets come from the law and are the
+same in every shard.  Attributes computed from the samples are only ``n``,
+``first_sample`` and, for muller-brown's rejection sampler, ``acceptance``,
+``rejection_rounds`` and ``rejection_attempts``: the assembly recomputes them for the whole
+set (sum of attempts, largest round count), equal to a one-process run's.
 """
 import dataclasses
 import functools
@@ -170,8 +182,9 @@ class Generator:
     keys: dict
     methods: tuple               # the first is the default
     purpose: int
-    sample: object               # sample(n, p, method, seed, device, callback) -> Dataset
+    sample: object               # sample(n, p, method, seed, device, callback, first) -> Dataset
     devices: dict = dataclasses.field(default_factory=dict)   # method -> devices (cpu only)
+    shardable: bool = True       # sample i is a pure function of (seed, parameters, i)
 
 
 @dataclasses.dataclass
@@ -286,21 +299,49 @@ def _need(cond, msg):
 
 
 # ================================================================== running
-def generate(name, n, params=None, method=None, seed=0, device="cpu", callback=None):
+def check_first(gen, n, first):
+    """Validate ``first`` (absolute index of the first sample) for generator ``gen``."""
+    if not isinstance(first, (int, np.integer)) or first < 0:
+        raise InputError(f"first sample index must be an integer >= 0, got {first!r}")
+    if first and not gen.shardable:
+        raise InputError(f"dataset {gen.name} cannot be drawn from a first sample index other "
+                         f"than 0: {NOT_SHARDABLE}")
+    if n is not None and first + n > MAX_N:
+        raise InputError(f"first sample {first} + --n {n} must be at most {MAX_N}")
+
+
+NOT_SHARDABLE = ("its samples come from replica Markov chains (sample k R + r is replica r "
+                 "after round k), so a sample depends on every sample before it; run it in "
+                 "one process")
+
+
+def generate(name, n, params=None, method=None, seed=0, device="cpu", callback=None, first=0):
     """Draw ``n`` samples of dataset ``name``; returns a :class:`Dataset`.
 
     ``seed`` in [0, 2**64) keys the Philox noise; ``callback(info)`` receives progress dicts
-    ``{"stage", "done", "total"}``.  Raises InputError for bad arguments (before any work).
+    ``{"stage", "done", "total"}``.  ``first`` is the absolute index of the first sample:
+    for a generator with ``shardable`` set, samples ``first .. first+n-1`` are bit for bit
+    rows ``first .. first+n-1`` of the dataset drawn with ``first=0`` (a sharded run joins
+    such pieces); others accept only 0.  Raises InputError for bad arguments (before any
+    work).
     """
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 64:
         raise InputError(f"--seed must be an integer in 0..2**64-1, got {seed!r}")
     gen, method, p = resolve(name, params, method, n, device)
+    check_first(gen, n, first)
+    from threadpoolctl import threadpool_limits
+
     t0 = time.perf_counter()
-    ds = gen.sample(int(n), p, method, int(seed), device, callback or (lambda info: None))
+    # one BLAS thread: a multi-threaded dot product (the quadrature references) splits its
+    # sum by thread count, and a Dask worker has fewer threads than a lone process
+    with threadpool_limits(1, user_api="blas"):
+        ds = gen.sample(int(n), p, method, int(seed), device,
+                        callback or (lambda info: None), first=int(first))
     attrs = {"source": f"nonequil dataset {name}", "generator": name, "method": method,
              "formula": gen.formula, "units": gen.units,
              "parameters": json.dumps(p, sort_keys=True), "n": int(n), "seed": str(seed),
-             "purpose": gen.purpose, "counter_layout": _COUNTER_NOTE}
+             "first_sample": int(first), "purpose": gen.purpose,
+             "counter_layout": _COUNTER_NOTE}
     attrs.update({k: v for k, v in p.items() if k not in attrs})
     attrs.update(ds.attrs)
     ds.attrs = attrs                    # (no wall-clock time goes into the file)
@@ -315,18 +356,35 @@ _COUNTER_NOTE = ("philox4x32-10, key = seed, counter = (sample or replica index,
 
 
 def write_dataset(out, name, n, params=None, method=None, seed=0, device="cpu",
-                  callback=None):
-    """Validate, generate and write ``out`` (``/samples`` + extras, via ``out.partial``)."""
+                  callback=None, first=0):
+    """Validate, generate and write ``out`` (``/samples`` + extras, via ``out.partial``);
+    ``first`` as for :func:`generate` (a shard of a sharded run)."""
     from .store import check_out_path, provenance, write_samples
 
     check_out_path(out)
-    resolve(name, params, method, n, device)
-    ds = generate(name, n, params, method, seed, device, callback)
-    config = {"dataset": name, "n": int(n), "method": ds.attrs["method"],
-              "parameters": json.loads(ds.attrs["parameters"]), "seed": int(seed),
-              "device": device}
+    gen = resolve(name, params, method, n, device)[0]
+    check_first(gen, n, first)
+    ds = generate(name, n, params, method, seed, device, callback, first)
+    config = dataset_config(name, n, ds.attrs, seed, device, first)
     write_samples(out, ds.samples, ds.attrs, ds.extra, provenance(config, device, "float64"))
     return ds
+
+
+def dataset_config(name, n, attrs, seed, device, first=0):
+    """The ``/provenance`` configuration of a dataset file (also identifies a shard)."""
+    return {"dataset": name, "n": int(n), "method": attrs["method"],
+            "parameters": json.loads(attrs["parameters"]), "seed": int(seed),
+            "device": device, "first_sample": int(first)}
+
+
+def _rows_times(z, L):
+    """``z @ L.T`` for z [n, k] and a lower-triangular L [k, k], each row summed in the same
+    fixed order (column 0, 1, ...) whatever n is, so row i does not depend on the other rows
+    (BLAS matrix products do: their kernels differ with the row count)."""
+    out = z[:, :1] * L[:, 0]
+    for j in range(1, L.shape[0]):
+        out[:, j:] += z[:, j:j + 1] * L[j:, j]
+    return out
 
 
 # ================================================================== Philox fills
@@ -355,7 +413,8 @@ def _derived_seed(seed, purpose):
 
 
 def _flips(seed, purpose, n):
-    """-1 / +1 per sample: flip iff the uniform of (i, 1, 0) is <= 1/2."""
+    """-1 / +1 per sample: flip iff the uniform of (i, 1, 0) is <= 1/2 (replica chains only,
+    which always start at sample 0)."""
     return np.where(_uniforms(seed, purpose, n, 1)[:, 0] <= 0.5, -1, 1)
 
 
@@ -378,12 +437,12 @@ def _dw_boltzmann(p):
     return double_well_boltzmann(p["a"], p["b"], p["kT"])
 
 
-def _double_well(n, p, method, seed, device, callback):
+def _double_well(n, p, method, seed, device, callback, first=0):
     from .analytic import double_well_stationary_points
 
     law = _dw_boltzmann(p)
     if method == "exact" or p["start"] == "exact":
-        u = _uniforms(seed, P_DOUBLE_WELL, n, 0)[:, 0]
+        u = _uniforms(seed, P_DOUBLE_WELL, n, 0, first=first)[:, 0]
         x = np.empty(n)
         chunk = 1 << 18
         for s in range(0, n, chunk):
@@ -410,7 +469,7 @@ def _double_well(n, p, method, seed, device, callback):
         x = np.full(n, x_min)
     params = {"a": p["a"], "b": p["b"], "kT": p["kT"], "gamma": p["gamma"]}
     y, info = _run_langevin("double-well", params, x[:, None], t_relax, p, seed, device,
-                            callback)
+                            callback, first)
     attrs.update(info)
     return Dataset(y[:, 0], attrs, {})
 
@@ -455,7 +514,7 @@ def _fp_gap(U, h, kT, gamma):
     return float(lam[1])
 
 
-def _run_langevin(potential, params, x0, t_relax, p, seed, device, callback):
+def _run_langevin(potential, params, x0, t_relax, p, seed, device, callback, first=0):
     from .simulate import simulate
 
     steps = int(math.ceil(p["relax"] * t_relax / p["dt"]))
@@ -470,6 +529,7 @@ def _run_langevin(potential, params, x0, t_relax, p, seed, device, callback):
     r = simulate(process="langevin", potential=potential, params=params, walkers=n,
                  steps=max(steps, 1), dt=p["dt"], seed=_derived_seed(seed, _purpose_of(
                      potential)), x0=np.ascontiguousarray(x0), record_every=max(steps, 1),
+                 first_walker=first,
                  device=device, callback=relay)
     info = {"langevin_steps": steps, "langevin_dt": p["dt"], "langevin_gamma": p["gamma"],
             "langevin_t_relax": t_relax, "langevin_start": p["start"],
@@ -563,7 +623,7 @@ def _mb_law(kT, scale):
     return muller_brown_boltzmann(kT, scale, xl, yl, MB_NX, MB_NY)
 
 
-def _mb_exact(n, p, seed, callback):
+def _mb_exact(n, p, seed, callback, first=0):
     from .analytic import muller_brown_energy
 
     kT = p["kT"]
@@ -581,7 +641,7 @@ def _mb_exact(n, p, seed, callback):
         if a >= TOP:
             raise RunError("muller-brown rejection sampling ran out of attempts")
         lo, hi = int(pending[0]), int(pending[-1]) + 1
-        u = _uniforms(seed, P_MULLER_BROWN, hi - lo, a, 4, first=lo)[pending - lo]
+        u = _uniforms(seed, P_MULLER_BROWN, hi - lo, a, 4, first=first + lo)[pending - lo]
         cell = np.minimum(np.searchsorted(cum, u[:, 0] * total, side="left"), cum.size - 1)
         i, j = np.divmod(cell, ny)
         pt = np.stack([x[i] + u[:, 1] * hx, y[j] + u[:, 2] * hy], 1)
@@ -592,17 +652,18 @@ def _mb_exact(n, p, seed, callback):
         a += 1
         callback({"stage": "rejection sampling", "done": n - pending.size, "total": n})
     return out, {"acceptance": n / attempts, "rejection_rounds": a,
+                 "rejection_attempts": attempts,
                  "grid": f"{MB_NX} x {MB_NY} nodes on [{x[0]:g}, {x[-1]:g}] x "
                  f"[{y[0]:g}, {y[-1]:g}]"}
 
 
-def _muller_brown(n, p, method, seed, device, callback):
+def _muller_brown(n, p, method, seed, device, callback, first=0):
     from .analytic import (muller_brown_basin, muller_brown_energy, muller_brown_gradient,
                            muller_brown_minima)
 
     xy, attrs = None, {}
     if method == "exact" or p["start"] == "exact":
-        xy, attrs = _mb_exact(n, p, seed, callback)
+        xy, attrs = _mb_exact(n, p, seed, callback, first)
     if method == "langevin":
         minima = muller_brown_minima(p["scale"])[0]
         hess = []
@@ -624,7 +685,7 @@ def _muller_brown(n, p, method, seed, device, callback):
             xy = np.tile(minima[0], (n, 1))
         params = {"kT": p["kT"], "scale": p["scale"], "gamma": p["gamma"]}
         xy, info = _run_langevin("muller-brown", params, xy, t_relax, p, seed, device,
-                                 callback)
+                                 callback, first)
         attrs.update(info)
     callback({"stage": "basin labels", "done": 0, "total": 1})
     labels = muller_brown_basin(xy).astype(np.int8)
@@ -685,21 +746,18 @@ def _mixture(p):
     return GaussianMixture(w, means, covs)
 
 
-def _gaussian_mixture(n, p, method, seed, device, callback):
-    from threadpoolctl import threadpool_limits
-
+def _gaussian_mixture(n, p, method, seed, device, callback, first=0):
     gm = _mixture(p)
     D = gm.dim
-    u = _uniforms(seed, P_MIXTURE, n, TOP)[:, 0]
-    x = _normals(seed, P_MIXTURE, n, D)
+    u = _uniforms(seed, P_MIXTURE, n, TOP, first=first)[:, 0]
+    x = _normals(seed, P_MIXTURE, n, D, first=first)
     # component k iff c_{k-1} < u <= c_k (c the cumulative weights; u in (0, 1])
     comp = np.minimum(np.searchsorted(np.cumsum(gm.weights), u, side="left"),
                       gm.weights.size - 1)
     chol = np.linalg.cholesky(gm.covs)
-    with threadpool_limits(1):          # one BLAS thread: the same bits for any thread count
-        for k in range(gm.weights.size):
-            sel = np.nonzero(comp == k)[0]
-            x[sel] = gm.means[k] + x[sel] @ chol[k].T
+    for k in range(gm.weights.size):
+        sel = np.nonzero(comp == k)[0]
+        x[sel] = gm.means[k] + _rows_times(x[sel], chol[k])
     callback({"stage": "sampling", "done": n, "total": n})
     attrs = {"reference_mean": gm.mean(), "component_weights": gm.weights}
     extra = {"labels": comp.astype(np.int8 if gm.weights.size < 128 else np.int32),
@@ -724,9 +782,7 @@ def _check_chain(p, method, given):
         _need(p["k"] > 0 or p["k0"] > 0, "harmonic-chain with fixed ends needs k > 0 or k0 > 0")
 
 
-def _harmonic_chain(n, p, method, seed, device, callback):
-    from threadpoolctl import threadpool_limits
-
+def _harmonic_chain(n, p, method, seed, device, callback, first=0):
     from .analytic import HarmonicChain
 
     hc = HarmonicChain(p["particles"], p["k"], p["k0"], p["ends"], p["kT"])
@@ -736,9 +792,8 @@ def _harmonic_chain(n, p, method, seed, device, callback):
     C = np.linalg.cholesky(cov)
     step = max(1, (1 << 22) // P)
     for s in range(0, n, step):
-        z = _normals(seed, P_CHAIN, min(step, n - s), P, first=s)
-        with threadpool_limits(1):      # one BLAS thread: the same bits for any thread count
-            u[s:s + step] = z @ C.T
+        z = _normals(seed, P_CHAIN, min(step, n - s), P, first=first + s)
+        u[s:s + step] = _rows_times(z, C)
         callback({"stage": "sampling", "done": min(n, s + step), "total": n})
     attrs = {"reference_log_z": float(hc.log_z()), "reference_free_energy":
              float(hc.free_energy()), "reference_entropy": float(hc.entropy()),
@@ -861,7 +916,7 @@ def _check_ising(p, method, given):
     _need(p["T"] > 0, f"--set T={p['T']}: the temperature must be > 0")
 
 
-def _ising(n, p, method, seed, device, callback):
+def _ising(n, p, method, seed, device, callback, first=0):
     from kernels.ising_cpu import energy_magnetisation
 
     from .analytic import ISING_TC, ising_energy, ising_kaufman, ising_magnetization
@@ -950,7 +1005,7 @@ def _check_phi4(p, method, given):
           "needs |kappa| < 1/4")
 
 
-def _phi4(n, p, method, seed, device, callback):
+def _phi4(n, p, method, seed, device, callback, first=0):
     from kernels.phi4_cpu import action_magnetisation
 
     runner = _Phi4Runner(min(n, REPLICAS), p["L"], p["kappa"], p["lambda"], seed)
@@ -976,9 +1031,9 @@ def _check_swiss(p, method, given):
     _need(p["scale"] > 0, f"--set scale={p['scale']}: must be > 0")
 
 
-def _swiss_roll(n, p, method, seed, device, callback):
-    u = _uniforms(seed, P_SWISS, n, TOP)[:, 0]
-    z = _normals(seed, P_SWISS, n, 2)
+def _swiss_roll(n, p, method, seed, device, callback, first=0):
+    u = _uniforms(seed, P_SWISS, n, TOP, first=first)[:, 0]
+    z = _normals(seed, P_SWISS, n, 2, first=first)
     t = 1.5 * np.pi * (1.0 + 2.0 * u)
     x = np.stack([t * np.cos(t) + p["noise"] * z[:, 0], t * np.sin(t) + p["noise"] * z[:, 1]],
                  1) * p["scale"]
@@ -1034,7 +1089,8 @@ GENERATORS = {
         "spins +-1 (int8); T and energies in units of J", {
             "L": Key(16, "sites", "lattice side", "int"),
             "T": Key(2.269, "J", "temperature (Tc = 2.2692)")},
-        ("metropolis", "wolff"), P_ISING_FLIP, _ising, {"metropolis": ("cpu", "cuda")}),
+        ("metropolis", "wolff"), P_ISING_FLIP, _ising, {"metropolis": ("cpu", "cuda")},
+        shardable=False),
     "phi4": Generator(
         "phi4", "p(phi) ~ exp(-S), S = sum_x [-2 kappa sum_mu phi_x phi_{x+mu} + phi_x^2 + "
         "lambda (phi_x^2 - 1)^2], L x L periodic", "phi, kappa, lambda and S dimensionless", {
@@ -1042,7 +1098,7 @@ GENERATORS = {
             "kappa": Key(0.3, "1", "hopping parameter (0.2 symmetric, 0.3 broken at "
                          "lambda = 0.022)"),
             "lambda": Key(0.022, "1", "quartic coupling")},
-        ("hmc",), P_PHI4, _phi4),
+        ("hmc",), P_PHI4, _phi4, shardable=False),
     "swiss-roll": Generator(
         "swiss-roll", "t = 1.5 pi (1 + 2u); (x, y) = scale (t cos t + noise z1, t sin t + "
         "noise z2)", "x, y in data units (scale)", {

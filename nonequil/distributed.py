@@ -29,7 +29,11 @@ advertise the resource, a worker with T threads may run T tasks at once and each
 
 ``sample_sharded`` does the same for ``nonequil sample`` by sample index (``--first-sample``
 and ``--n`` per shard; ``/samples`` joined along axis 0, the reverse trajectories along
-axis 1).  The sweep engine (``run_sweep``) lives in ``nonequil.cmd_sweep``.
+axis 1).  ``dataset_sharded`` does it for ``nonequil dataset`` by sample index (generators
+with ``Generator.shardable``: ``/samples`` and the per-sample datasets ``/labels``, ``/t``
+joined along axis 0; the law's reference data copied; the sample-derived attributes
+recomputed, see ``nonequil.datasets``).  The sweep engine (``run_sweep``) lives in
+``nonequil.cmd_sweep``.
 """
 import contextlib
 import dataclasses
@@ -41,7 +45,7 @@ import time
 
 from .errors import InputError, RunError
 
-INSTALL = "pip install 'nonequil[dask]' (or: pip install 'dask[distributed]')"
+INSTALL = "pip install 'nonequil[dist]' (or: pip install 'dask[distributed]')"
 SLOT = "nonequil"          # worker resource: how many nonequil tasks a worker runs at once
 
 
@@ -85,9 +89,10 @@ def cores():
 
 
 @contextlib.contextmanager
-def connect(scheduler=None, cluster=None):
+def connect(scheduler=None, cluster=None, threads_per_worker=None):
     """Yield a ``distributed.Client``: to ``scheduler`` (an address), or to a new local
-    cluster of ``cluster`` ('local:N' or N) worker processes on loopback, closed on exit."""
+    cluster of ``cluster`` ('local:N' or N) worker processes on loopback, closed on exit;
+    each local worker gets ``threads_per_worker`` threads (default: cores // N)."""
     import logging
 
     if cluster is not None and not isinstance(cluster, int):
@@ -107,10 +112,14 @@ def connect(scheduler=None, cluster=None):
                                  "start workers with `dask worker ADDRESS`") from None
             yield client
         return
-    share = max(1, cores() // cluster)
+    share = threads_per_worker or max(1, cores() // cluster)
+    import kernels  # noqa: F401  (sets NUMBA_CACHE_DIR for this process and its workers)
+
+    env = {k: os.environ[k] for k in ("NUMBA_CACHE_DIR", "NUMBA_DISABLE_CACHING",
+                                      "NUMBA_THREADING_LAYER_PRIORITY") if k in os.environ}
     lc = d.LocalCluster(n_workers=cluster, threads_per_worker=share, processes=True,
                         resources={SLOT: 1}, host="127.0.0.1", dashboard_address=":0",
-                        silence_logs=logging.ERROR, env={"OMP_NUM_THREADS": str(share)})
+                        silence_logs=logging.ERROR, env=dict(env, OMP_NUM_THREADS=str(share)))
     try:
         with d.Client(lc) as client:
             try:
@@ -138,6 +147,25 @@ def _submit_opts(client):
     return {}
 
 
+def worker_numba_config():
+    """Point this process's Numba at the kernels' hash-keyed cache directory.
+
+    ``kernels`` sets ``NUMBA_CACHE_DIR`` (and the threading-layer priority) in the
+    environment before Numba is imported, but a Dask worker imports Numba before any task
+    runs, so Numba would read the default: ``kernels/__pycache__``, whose entries are not
+    invalidated when an inlined helper in another file changes (stale Philox code, other
+    bits).  Re-reading Numba's configuration here, before the first kernel module is
+    imported, fixes that; a kernel module imported earlier keeps its cache locator."""
+    import sys
+
+    from kernels import _cachedir  # noqa: F401  (sets the environment, imports no Numba)
+
+    want = os.environ.get("NUMBA_CACHE_DIR")
+    numba = sys.modules.get("numba")
+    if numba is not None and want and numba.config.CACHE_DIR != want:
+        numba.config.reload_config()
+
+
 def task_threads():
     """In a Dask task: set Numba's thread count to this task's share of the worker's cores
     (worker threads / concurrent nonequil tasks) and return it; None outside a worker."""
@@ -147,6 +175,7 @@ def task_threads():
         w = get_worker()
     except (ImportError, ValueError):
         return None
+    worker_numba_config()
     st = w.state
     slots = int(st.total_resources.get(SLOT, st.nthreads)) or 1
     import numba
@@ -302,9 +331,9 @@ def _run_tasks(client, calls, results, callback):
 
 
 # ====================================================================== assembling
-def _axis(name):
+def _axis(name, per_sample=()):
     """The walker/sample axis of a dataset of a shard file, or None (copied as is)."""
-    if name == "samples":
+    if name == "samples" or name in per_sample:
         return 0
     if name.endswith("/value") and name.split("/")[0] in ("particles", "observables"):
         return 1
@@ -335,7 +364,7 @@ def _virtual(dest, name, srcs, files, axis):
     dest.create_virtual_dataset(name, layout, fillvalue=fill)
 
 
-def _copy_tree(first, f, srcs, files):
+def _copy_tree(first, f, srcs, files, per_sample=()):
     """Copy the first shard's groups and attributes; join the walker/sample datasets."""
     import numpy as np
 
@@ -348,7 +377,7 @@ def _copy_tree(first, f, srcs, files):
                 g.attrs[k] = v
             return
         parent = f.require_group(os.path.dirname(name) or "/")
-        axis = _axis(name)
+        axis = _axis(name, per_sample)
         if axis is None:
             if name.endswith("/step"):
                 for s, fn in zip(srcs[1:], files[1:]):
@@ -365,7 +394,8 @@ def _copy_tree(first, f, srcs, files):
     first.visititems(visit)
 
 
-def assemble(out, paths, ranges, config, prov_extra=None, fix=None, prov_config=None):
+def assemble(out, paths, ranges, config, prov_extra=None, fix=None, prov_config=None,
+             per_sample=()):
     """Write ``out`` (via ``out.partial``) from complete shard files ``paths``.
 
     Groups, attributes and every other dataset (``step``, ``time``, ...) are copied from the
@@ -373,7 +403,8 @@ def assemble(out, paths, ranges, config, prov_extra=None, fix=None, prov_config=
     ``/particles/*/value`` and ``/observables/*/value`` (axis 1), ``/samples`` (axis 0) --
     become virtual datasets over the shards, with relative file names.  ``/parameters``
     gets the whole ensemble's walkers and first_walker (or ``fix(file)`` adjusts the
-    attributes of another kind of file); ``/provenance`` describes the whole run;
+    attributes of another kind of file); ``per_sample`` names more datasets joined along
+    axis 0 (a dataset's labels); ``/provenance`` describes the whole run;
     ``/shards`` records file[K], first_walker[K], walkers[K].
     """
     import h5py
@@ -386,7 +417,7 @@ def assemble(out, paths, ranges, config, prov_extra=None, fix=None, prov_config=
     partial = out + ".partial"
     try:
         with h5py.File(partial, "w") as f:
-            _copy_tree(srcs[0], f, srcs, files)
+            _copy_tree(srcs[0], f, srcs, files, per_sample)
             if fix is not None:
                 fix(f)
             elif "parameters" in f:
@@ -510,6 +541,123 @@ def sample_sharded(args, out, client, *, shards=None, resume=False, callback=Non
     finally:
         lock.release(remove=True)
     return results
+
+
+# ====================================================================== sharded dataset
+PER_SAMPLE = ("labels", "t")       # per-sample datasets of the shardable generators
+
+
+def run_dataset_shard(path, name, n, params, method, seed, first):
+    """Dask task: write samples first..first+n-1 of dataset ``name`` into ``path`` (a
+    finished ``path`` is kept; a partial file of a killed attempt is rewritten)."""
+    from .datasets import write_dataset
+
+    threads = task_threads()
+    t0 = time.perf_counter()
+    status = "kept"
+    if not os.path.exists(path):
+        write_dataset(path, name, n, params, method, seed, "cpu", None, first)
+        status = "ran"
+    return {"path": path, "status": status, "seconds": time.perf_counter() - t0,
+            "threads": threads, "pid": os.getpid()}
+
+
+def prepare_dataset(name, n, params, method, seed, device, out, *, shards=None,
+                    workers=None, resume=False):
+    """Every check of a sharded ``dataset`` run, before any work: returns (ranges, paths,
+    configs), the configurations each shard file must hold."""
+    from .datasets import NOT_SHARDABLE, check_first, resolve
+    from .store import check_out_path
+
+    gen, method, p = resolve(name, params, method, n, device)
+    if not gen.shardable:
+        raise InputError(f"dataset {name} cannot be sharded (--cluster/--scheduler): "
+                         f"{NOT_SHARDABLE}")
+    if device != "cpu":
+        raise InputError("sharded datasets run on the workers' CPUs; use --device cpu")
+    check_first(gen, n, 0)
+    out = os.fspath(out)
+    if resume and os.path.exists(out):
+        raise InputError(f"--out {out} is already complete; nothing to resume")
+    check_out_path(out, resume)
+    K = shards or workers or 1
+    if not isinstance(K, int) or K < 1:
+        raise InputError(f"--shards must be a positive integer, got {K!r}")
+    K = min(K, n)
+    ranges = shard_ranges(0, n, K)
+    paths = [shard_path(out, i, K) for i in range(K)]
+    want = [{"dataset": name, "n": m, "method": method, "parameters": json.loads(
+        json.dumps(p, sort_keys=True)), "seed": int(seed), "device": "cpu",
+        "first_sample": lo} for lo, m in ranges]
+    for path, w in zip(paths, want):
+        if not os.path.exists(path):
+            continue
+        if not resume:
+            raise InputError(f"shard file {path} exists from an earlier run; give --resume to "
+                             "keep the finished shards, or remove the shard files")
+        got = _shard_config(path)[0]
+        diff = sorted(k for k in set(w) | set(got) if w.get(k) != got.get(k))
+        if diff:
+            raise InputError(f"shard file {path} was written with other arguments (differing "
+                             f"fields: {', '.join(diff)}); remove it or rerun with the "
+                             "original arguments")
+    return ranges, paths, want
+
+
+def dataset_sharded(name, n, params, method, seed, out, client, *, shards=None,
+                    resume=False, callback=None, extra=None):
+    """``nonequil dataset NAME`` sharded by sample index over the workers of ``client``.
+
+    Shard i writes samples lo_i..lo_i+n_i-1 (``datasets.write_dataset(..., first=lo_i)``)
+    into its own file next to ``out``; ``out`` joins ``/samples`` and the per-sample
+    datasets as virtual datasets, equal bit for bit to a one-process run, with the
+    attributes of a one-process run (``n``, ``first_sample`` and the rejection sampler's
+    counts recomputed over all shards).  Returns the list of shard results.
+    """
+    from .store import OutputLock
+
+    out = os.fspath(out)
+    ranges, paths, want = prepare_dataset(name, n, params, method, seed, "cpu", out,
+                                          shards=shards, workers=len(_workers(client)),
+                                          resume=resume)
+    lock = OutputLock(out + ".partial.lock", out)
+    try:
+        results = [{"path": p, "status": "kept", "seconds": 0.0} for p in paths]
+        calls = {i: (run_dataset_shard, (paths[i], name, m, params, method, seed, lo))
+                 for i, ((lo, m), p) in enumerate(zip(ranges, paths)) if not os.path.exists(p)}
+        _run_tasks(client, calls, results, callback)
+        attrs = _dataset_totals(paths)
+        cfg = dict(want[0], n=int(n), first_sample=0)
+
+        def fix(f):
+            for k, v in attrs.items():
+                f["samples"].attrs[k] = v
+        prov = {"shards": len(paths)}
+        prov.update(extra or {})
+        assemble(out, paths, ranges, None, prov, fix=fix, prov_config=(cfg, "cpu", "float64"),
+                 per_sample=PER_SAMPLE)
+    finally:
+        lock.release(remove=True)
+    return results
+
+
+def _dataset_totals(paths):
+    """The /samples attributes computed from the samples, over every shard."""
+    import h5py
+
+    n, attempts, rounds = 0, 0, 0
+    for p in paths:
+        with h5py.File(p, "r") as f:
+            a = f["samples"].attrs
+            n += int(a["n"])
+            if "rejection_attempts" in a:
+                attempts += int(a["rejection_attempts"])
+                rounds = max(rounds, int(a["rejection_rounds"]))
+    out = {"n": n, "first_sample": 0}
+    if attempts:
+        out.update(acceptance=n / attempts, rejection_rounds=rounds,
+                   rejection_attempts=attempts)
+    return out
 
 
 def shard_lines(path):

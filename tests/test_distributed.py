@@ -293,8 +293,152 @@ def test_cli_without_dask_says_how_to_install(tmp_path):
                         str(tmp_path / "o.h5")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     line = _one_error_line(r.stderr)
-    assert "needs Dask distributed" in line and "pip install 'nonequil[dask]'" in line
+    assert "needs Dask distributed" in line and "pip install 'nonequil[dist]'" in line
     assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------ sharded datasets
+DATASETS = {     # every shardable generator, with the Langevin relaxation and rejection
+    "double-well": ({}, None),
+    "double-well-langevin": ({"relax": 0.5, "dt": 0.01}, "langevin"),
+    "muller-brown": ({}, None),
+    "gaussian-mixture": ({"dim": 3, "means": "-1,1", "sigmas": "0.5,0.3"}, None),
+    "harmonic-chain": ({"particles": 5, "k0": 0.2}, None),
+    "swiss-roll": ({}, None),
+}
+
+
+def _same_dataset(a, b):
+    """/samples, every other dataset and every /samples attribute equal, bit for bit."""
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        names = []
+        fa.visit(lambda n: names.append(n) if isinstance(fa[n], h5py.Dataset)
+                 and not n.startswith("provenance") else None)
+        for n in names:
+            assert n in fb, n
+            x, y = fa[n][()], fb[n][()]
+            assert x.dtype == y.dtype and np.array_equal(x, y), n
+        ka, kb = dict(fa["samples"].attrs), dict(fb["samples"].attrs)
+        assert set(ka) == set(kb)
+        for k in ka:
+            assert np.array_equal(ka[k], kb[k]), (k, ka[k], kb[k])
+
+
+@pytest.mark.parametrize("key", sorted(DATASETS))
+def test_sharded_dataset_equals_single_process_bitwise(client, tmp_path, key):
+    from nonequil.datasets import write_dataset
+
+    name = key.replace("-langevin", "")
+    params, method = DATASETS[key]
+    write_dataset(tmp_path / "ref.h5", name, 37, params, method, 5)
+    for K in (2, 3):
+        out = tmp_path / f"sh{K}.h5"
+        res = dist.dataset_sharded(name, 37, params, method, 5, out, client, shards=K)
+        assert [r["status"] for r in res] == ["ran"] * K
+        _same_dataset(tmp_path / "ref.h5", out)
+        with h5py.File(out, "r") as f:
+            assert f["samples"].is_virtual and f["shards/walkers"][()].sum() == 37
+
+
+def test_sharded_dataset_resume_keeps_finished_shards(client, tmp_path):
+    from nonequil.datasets import write_dataset
+
+    write_dataset(tmp_path / "ref.h5", "swiss-roll", 20, {}, None, 9)
+    out = tmp_path / "d.h5"
+    dist.dataset_sharded("swiss-roll", 20, {}, None, 9, out, client, shards=3)
+    os.remove(out)
+    os.remove(dist.shard_path(out, 1, 3))
+    before = os.stat(dist.shard_path(out, 0, 3)).st_mtime_ns
+    with pytest.raises(InputError, match="give --resume"):
+        dist.dataset_sharded("swiss-roll", 20, {}, None, 9, out, client, shards=3)
+    res = dist.dataset_sharded("swiss-roll", 20, {}, None, 9, out, client, shards=3,
+                               resume=True)
+    assert [r["status"] for r in res] == ["kept", "ran", "kept"]
+    assert os.stat(dist.shard_path(out, 0, 3)).st_mtime_ns == before
+    _same_dataset(tmp_path / "ref.h5", out)
+    with pytest.raises(InputError, match="differing fields: seed"):    # other arguments
+        os.remove(out)
+        dist.dataset_sharded("swiss-roll", 20, {}, None, 8, out, client, shards=3, resume=True)
+
+
+def test_cli_dataset_cluster_equals_single_process(tmp_path):
+    args = ["dataset", "gaussian-mixture", "--set", "dim=2", "--n", "23", "--seed", "4"]
+    r = _nonequil(*args, "--quiet", "--out", tmp_path / "ref.h5")
+    assert r.returncode == 0, r.stderr
+    r = _nonequil(*args, "--cluster", "local:2", "--out", tmp_path / "sh.h5")
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stderr and "in 2 shards" in r.stderr
+    _same_dataset(tmp_path / "ref.h5", tmp_path / "sh.h5")
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    (["ising", "--cluster", "local:2"], "dataset ising cannot be sharded"),
+    (["phi4", "--scheduler", "tcp://127.0.0.1:1"], "replica Markov chains"),
+    (["swiss-roll", "--shards", "2"], "--shards needs --cluster local:N or --scheduler"),
+    (["swiss-roll", "--resume"], "--resume applies to sharded runs"),
+    (["swiss-roll", "--cluster", "local:0"], "expected local:N with N >= 1"),
+    (["swiss-roll", "--cluster", "local:2", "--shards", "0"], "invalid shard count 0"),
+    (["swiss-roll", "--cluster", "local:2", "--set", "nope=1"], "unknown parameter 'nope'"),
+    (["swiss-roll", "--cluster", "local:2", "--scheduler", "tcp://127.0.0.1:1"], "not both"),
+])
+def test_cli_dataset_bad_input_one_error_line_no_file(tmp_path, capsys, extra, fragment):
+    rc = cli.main(["dataset", extra[0], "--n", "10", "--out", str(tmp_path / "o.h5"),
+                   "--quiet"] + extra[1:])
+    assert rc == 2
+    assert fragment in _one_error_line(capsys.readouterr().err)
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_dataset_without_dask_says_how_to_install(tmp_path):
+    code = ("import sys; sys.modules['distributed'] = None; from nonequil.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "dataset", "swiss-roll", "--n", "5",
+                        "--cluster", "local:2", "--out", str(tmp_path / "o.h5")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "pip install 'nonequil[dist]'" in _one_error_line(r.stderr)
+    assert os.listdir(tmp_path) == []
+
+
+def _kernel_cache_path():
+    dist.task_threads()
+    from kernels import streams
+
+    return streams.normals.stats.cache_path
+
+
+def test_worker_kernels_use_the_hash_keyed_cache(client):
+    """A worker imports Numba before any task: its kernels must still come from the cache
+    directory keyed on the kernel sources, not a stale kernels/__pycache__ (other bits)."""
+    import kernels  # noqa: F401
+
+    want = os.environ["NUMBA_CACHE_DIR"]
+    assert "nonequil-numba" in want
+    assert client.submit(_kernel_cache_path, pure=False).result().startswith(want + os.sep)
+
+
+def test_bench_dask_quick_json_structure():
+    r = subprocess.run([sys.executable, "-m", "experiments.bench_dask", "--quick", "--json",
+                        "--walkers", "4000", "--steps", "5"], capture_output=True, text=True,
+                       timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+
+    doc = json.loads(r.stdout)
+    assert set(doc["results"]) == {"in-process", "local:1", "local:2"}
+    for res in doc["results"].values():
+        assert res["status"] == "ok" and res["best_s"] > 0 and res["cpu_s"] > 0
+        assert res["rate"] == pytest.approx(4000 * 5 / res["best_s"])
+    assert doc["results"]["local:1"]["bitwise_equal_in_process"] is True
+    assert doc["results"]["local:2"]["bitwise_equal_in_process"] is True
+    assert len(doc["results"]["local:2"]["shard_seconds"]) == 2
+    eff = doc["ratios"]["strong-scaling efficiency T1/(2 T2), local:1 -> local:2"]
+    assert eff == pytest.approx(doc["results"]["local:1"]["best_s"]
+                                / (2 * doc["results"]["local:2"]["best_s"]))
+    assert doc["targets"] == [] and "ratios_per_cpu_s" in doc
+    from experiments import bench_suite
+
+    assert ("dask", "experiments.bench_dask") in [b[:2] for b in bench_suite.BENCHMARKS]
 
 
 # ------------------------------------------------------------------ a killed worker (last:
