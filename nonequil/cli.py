@@ -234,7 +234,7 @@ def _add_simulate(sub, base, run):
                    "exact (harmonic only)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint "
                    "(sharded: finished shards are kept, partial ones resumed)")
-    g = p.add_argument_group("distributed (needs Dask: pip install 'nonequil[dask]')")
+    g = p.add_argument_group("distributed (needs Dask: pip install 'nonequil[dist]')")
     g.add_argument("--cluster", metavar="local:N", help="start a local Dask cluster of N "
                    "worker processes and shard the walkers over them")
     g.add_argument("--scheduler", metavar="ADDRESS", help="shard the walkers over the "

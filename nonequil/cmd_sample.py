@@ -69,7 +69,7 @@ def add(sub, base, run):
                    "/log_weights = -U/kT - log_proposal when the model's training data file "
                    "names its energy; see nonequil compare --reweight")
     # --- end log-densities ---
-    g = p.add_argument_group("distributed (needs Dask: pip install 'nonequil[dask]')")
+    g = p.add_argument_group("distributed (needs Dask: pip install 'nonequil[dist]')")
     g.add_argument("--cluster", metavar="local:N", help="start a local Dask cluster of N "
                    "worker processes and shard the samples over them")
     g.add_argument("--scheduler", metavar="ADDRESS", help="shard the samples over the "
@@ -99,10 +99,11 @@ def _shard_argv(argv):
 
 def _sample_sharded(a):
     from . import distributed as dist
-    from .cli import CLIError, Progress
+    from .cli import Progress
+    from .errors import InputError
 
     if a.shards and not (a.cluster or a.scheduler):
-        raise CLIError("nonequil sample: --shards needs --cluster local:N or --scheduler "
+        raise InputError("nonequil sample: --shards needs --cluster local:N or --scheduler "
                        "ADDRESS")
     dist.check_target(a.scheduler, a.cluster)
     prog = Progress(a.quiet, "sample", lambda i: f"shard {i['shard']} {i['status']}; "
