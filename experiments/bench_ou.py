@@ -22,7 +22,9 @@ mu = 1, sigma = 1, dt = 0.01, x0 = 0; default 10^6 walkers x 1000 steps, float64
     into T contiguous slices run by T Python threads (numpy releases the GIL), each slice
     processed in cache-sized blocks of walkers with all steps of a block done before the next;
   - ``torch``: torch CPU, ``torch.randn(out=)`` and in-place ``mul_/add_``,
-    ``torch.set_num_threads(T)``;
+    ``torch.set_num_threads(--torch-threads)``, default 1 (as in ``bench_mb``: on the loaded
+    2-core machine torch's OpenMP pool at 2 threads spins badly, so 1 thread is the stronger
+    baseline there; ``--torch-threads 2`` measures the other);
   - ``jax``: ``jax.jit`` of a ``lax.scan`` over steps, ``jax.random.normal`` on
     ``fold_in(key, step)`` (threefry), float64, ``block_until_ready``; compiled ahead of
     time (``.lower().compile()``) so that compilation is excluded.
@@ -33,10 +35,10 @@ mu = 1, sigma = 1, dt = 0.01, x0 = 0; default 10^6 walkers x 1000 steps, float64
 
 Every figure is timed ``--reps`` times (default 3), round-robin across implementations so that
 background load hits all of them alike; the rate is computed from the best repetition, and the
-median is reported too.  All implementations get the same number of threads T (default: the
-CPUs this process may run on, capped by Numba's thread count).  When T is smaller than that,
-the process is pinned to T CPUs so that jax (whose XLA thread pool cannot be sized portably)
-also runs on T cores.
+median is reported too.  All implementations but torch (``--torch-threads``) get the same
+number of threads T (default: the CPUs this process may run on, capped by Numba's thread
+count).  When T is smaller than that, the process is pinned to T CPUs so that jax (whose XLA
+thread pool cannot be sized portably) also runs on T cores.
 
 Each result also carries the sample mean and variance of the final ensemble and those of the
 exact law of the affine chain (a cheap check that every implementation simulates the same
@@ -582,6 +584,9 @@ def parse(argv):
     p.add_argument("--threads", type=int, default=None,
                    help="threads for every implementation (default: available CPUs)")
     p.add_argument("--reps", type=int, default=3, help="repetitions (>= 1; default 3)")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="torch CPU intra-op threads (default 1, as in bench_mb: on a loaded "
+                   "2-core machine torch's thread pool at 2 threads spins badly)")
     p.add_argument("--no-peers", action="store_true", help="skip numpy/torch/jax")
     a = p.parse_args(argv)
     if a.walkers is None:
@@ -590,8 +595,8 @@ def parse(argv):
         a.steps = 200 if a.quick else 1000
     if a.gpu_steps is None:
         a.gpu_steps = 10 * a.steps
-    if a.walkers < 1 or a.steps < 1 or a.reps < 1 or a.gpu_steps < 1:
-        p.error("--walkers, --steps, --gpu-steps and --reps must be >= 1")
+    if a.walkers < 1 or a.steps < 1 or a.reps < 1 or a.gpu_steps < 1 or a.torch_threads < 1:
+        p.error("--walkers, --steps, --gpu-steps, --reps and --torch-threads must be >= 1")
     return a
 
 
@@ -735,7 +740,7 @@ def main(argv=None):
     else:
         add(lambda: NumpyLoop(M, S), "numpy")
         add(lambda: NumpyTuned(M, S, T), "numpy_tuned")
-        add(lambda: TorchLoop(M, S, T), "torch")
+        add(lambda: TorchLoop(M, S, a.torch_threads), "torch")
         add(lambda: JaxScan(M, S), "jax")
     if a.device == "cuda":
         from numba import cuda
@@ -747,7 +752,8 @@ def main(argv=None):
             add(lambda: CudaOU(M, a.gpu_steps), "cuda_ou_exact_f64")
             add(lambda: CudaPhiloxRaw(M, a.gpu_steps), "cuda_philox_raw")
             if not a.no_peers:
-                add(lambda: TorchLoop(M, a.gpu_steps, T, device="cuda"), "torch_cuda")
+                add(lambda: TorchLoop(M, a.gpu_steps, a.torch_threads, device="cuda"),
+                    "torch_cuda")
 
     ready = []
     for b in benches:
@@ -783,7 +789,8 @@ def main(argv=None):
            "config": {"walkers": M, "steps": S, "gpu_steps": a.gpu_steps, "dim": 1,
                       "dtype": "float64", "theta": THETA, "mu": MU, "sigma": SIGMA, "dt": DT,
                       "seed": SEED, "reps": a.reps, "quick": a.quick, "device": a.device,
-                      "threads": T, "rate_from": "best repetition",
+                      "threads": T, "torch_threads": a.torch_threads,
+                      "rate_from": "best repetition",
                       "argv": sys.argv[1:] if argv is None else list(argv)},
            "machine": machine, "results": results, "ratios": ratios,
            "ratios_per_cpu_s": ratios_cpu, "targets": targets}

@@ -77,6 +77,10 @@ class SimulationConfig:
 
         ident = {k: d[k] for k in _IDENTITY}
         ident["normals"] = NORMALS_VERSION      # the Box-Muller transform's version
+        from kernels.potentials import POTENTIALS_VERSION, VERSIONED_POTENTIALS
+
+        if self.process != "ou" and self.potential in VERSIONED_POTENTIALS:
+            ident["potentials"] = POTENTIALS_VERSION   # its maths' version (exp_poly)
         return json.loads(json.dumps(ident, default=_jsonable))
 
 
@@ -93,9 +97,9 @@ class Result:
     """What a run returns: the final state and, without ``out``, the recorded frames."""
     x: np.ndarray
     v: np.ndarray
-    work: np.ndarray
-    heat: np.ndarray
-    first_passage_time: np.ndarray
+    work: np.ndarray                   # work, heat, first_passage_time: None for the
+    heat: np.ndarray                   # Gaussian chains (ou without --absorb, vp, subvp,
+    first_passage_time: np.ndarray     # ve), which do not compute them
     steps: int
     path: str = None
     frames: dict = None
@@ -281,6 +285,10 @@ class Plan:
             if self.kind == 1 and (min(self.p0[0], self.p1[0]) <= 0):
                 raise InputError("--method exact needs a harmonic stiffness k > 0")
         self.lanes_ou = c.process == "ou" and not c.absorb
+        # overdamped EM in Muller-Brown without protocol or absorption: the lanes kernel
+        # (same bits as langevin_run, several times faster)
+        self.lanes_mb = (c.process == "langevin" and self.kind == 0 and not self.user and
+                         self.pid == 2 and not self.proto and not c.absorb and self.D == 2)
         self.observables = []
         if not self.lanes_ou:
             if c.process != "ou":
@@ -464,17 +472,29 @@ def _ou_coeffs(theta, mu, sigma, dt, method):
 
 # ====================================================================== running
 class _State:
+    """The dynamical state of the walkers between chunks (what a checkpoint holds).
+
+    The Gaussian-chain processes (``plan.lanes_ou``: OU without absorption, vp, subvp, ve)
+    have positions only: work, heat, first-passage times and velocities are not allocated
+    (``None``) nor checkpointed.  Langevin processes hold all of them (velocities only when
+    underdamped).
+    """
+
     def __init__(self, plan, x, v):
         M = plan.M
         self.x = np.ascontiguousarray(x, dtype=np.float32 if plan.lanes_ou and plan.dtype ==
                                       np.float32 else np.float64)
         self.v = np.ascontiguousarray(v) if v is not None else np.zeros((1, 1))
-        self.work = np.zeros(M)
-        self.heat = np.zeros(M)
-        self.fpt = np.full(M, np.nan)
+        self.langevin = not plan.lanes_ou
+        self.work = np.zeros(M) if self.langevin else None
+        self.heat = np.zeros(M) if self.langevin else None
+        self.fpt = np.full(M, np.nan) if self.langevin else None
         self.step = 0
 
     def arrays(self):
+        """name -> array of the state to checkpoint (and to restore on resume)."""
+        if not self.langevin:
+            return {"x": self.x}
         return {"x": self.x, "v": self.v, "work": self.work, "heat": self.heat,
                 "fpt": self.fpt}
 
@@ -530,6 +550,12 @@ def _run_chunk(plan, st, s0, nsteps, rec):
             st.fpt, ab[0], ab[1], ab[2], rec, frames["position"], rv, re_, rw, rq, rf, blow)
     if plan.user:
         _user_kernels(plan)[0](*args)
+    elif plan.lanes_mb and c.device == "cpu":
+        from kernels import langevin_cpu
+
+        langevin_cpu.mb_lanes(seed, c.first_walker, s0, nsteps, c.dt, plan.kT, plan.gamma,
+                              float(plan.p0[0]), st.x, st.work, st.heat, st.fpt, rec,
+                              frames["position"], re_, rw, rq, rf, blow)
     elif c.device == "cuda":
         from kernels import langevin_cuda
 
@@ -580,6 +606,10 @@ def _parameters_attrs(plan):
              f"vinit={philox.PURPOSE_VINIT}; normals=Box-Muller version "
              f"{philox.NORMALS_VERSION} (kernels/philox.py)",
              "init": c.init or "", "x0": json.dumps(c.x0, default=_jsonable)}
+    if c.process not in ("ou",) + FORWARD and not plan.user:
+        from kernels.potentials import POTENTIALS_VERSION
+
+        attrs["potentials_version"] = np.int64(POTENTIALS_VERSION)
     if "kT" in plan.values:
         attrs["kT"] = float(plan.values["kT"])
     for k, v in plan.values.items():
@@ -739,16 +769,23 @@ def _run_file(plan, x, v, out, resume, callback, warn, chunk_seconds, max_chunk_
             diff = sorted(k for k in set(ident) | set(meta["config"])
                           if ident.get(k) != meta["config"].get(k))
             if diff:
+                why = ""
+                if {"normals", "potentials"} & set(diff):
+                    why = ("; it was written by a nonequil version whose noise or potential "
+                           "maths differ in the last bits, so it cannot be continued: rerun "
+                           "without --resume")
                 raise InputError(f"checkpoint {ckpt} does not match the arguments; differing "
-                                 f"fields: {', '.join(diff)}")
+                                 f"fields: {', '.join(diff)}{why}")
             try:
                 writer = H5MDWriter.reopen(partial, meta["frames"])
             except (OSError, KeyError) as e:
                 warn(f"partial file {partial} cannot be resumed ({e}); restarting from step 0")
                 got = None
             else:
-                for k in ("x", "v", "work", "heat", "fpt"):
-                    getattr(st, k)[...] = arrs[k]
+                # a checkpoint of an older version may hold more arrays (an OU run's unused
+                # work/heat/fpt): only the state's own are restored
+                for k, a in st.arrays().items():
+                    a[...] = arrs[k]
                 start = st.step = int(meta["step"])
         if got is None:
             remove_checkpoint(ckpt)

@@ -21,6 +21,10 @@ RUNS = {
                         absorb="x[0]>=1.2"),
     "mb-underdamped": dict(process="underdamped", potential="muller-brown", dt=1e-3,
                            x0=[-0.5, 1.4], params={"kT": 5.0}),
+    # overdamped EM in Muller-Brown runs the lanes kernel on the CPU (mb_lanes) and
+    # walker_run on the GPU: the simulator comparison checks that they agree bit for bit
+    "mb-em": dict(process="langevin", potential="muller-brown", dt=1e-3, x0=[-0.5, 1.4],
+                  params={"kT": 5.0}),
     "gm": dict(process="langevin", potential="gaussian-mixture", dt=1e-2, x0="boltzmann",
                params={"weights": [0.3, 0.7], "means": [-1.0, 2.0], "sigmas": [0.4, 0.8]}),
     "vp-cosine": dict(process="vp", params={"schedule": "cosine"}, dt=0.01, x0=[0.5, -1.0]),
