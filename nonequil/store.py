@@ -84,11 +84,36 @@ def write_h5_replace(path, fill, resumable=True):
 
 # ---------------------------------------------------------------- provenance
 def provenance(config, device, precision, extra=None):
+    """The provenance attributes every output file carries (DESIGN.md "Storage").
+
+    Parameters
+    ----------
+    config : dict
+        The full configuration of the run (stored as sorted JSON); its ``"seed"``, when
+        present, is also stored on its own.
+    device : str
+        ``"cpu"`` or ``"cuda"``.
+    precision : str
+        ``"float64"`` or ``"float32"``.
+    extra : dict, optional
+        More attributes; they override the defaults.
+
+    Returns
+    -------
+    dict
+        Strings and numbers: the versions of nonequil, Python, NumPy, Numba, SciPy, h5py and
+        HDF5, the platform, the configuration, the command line, the device, the precision,
+        the fastmath flag of the compiled kernels, Numba's threading layer and thread count,
+        the seed and the Philox counter layout.  Nothing here depends on the wall clock.
+    """
     import platform
 
     import h5py
     import numba
     import scipy
+
+    from kernels import philox
+    from kernels._target import _OPTS
 
     from . import __version__
 
@@ -105,10 +130,34 @@ def provenance(config, device, precision, extra=None):
         "command_line": " ".join(sys.argv),
         "device": device,
         "precision": precision,
+        "fastmath": "on" if _OPTS.get("fastmath") else "off",
+        "threading_layer": _threading_layer(),
+        "threads": int(numba.get_num_threads()),
+        "seed": str(config.get("seed", "")) if isinstance(config, dict) else "",
+        "counter_layout": "philox4x32-10 key=(seed lo, seed hi), counter=(walker or sample, "
+                          "step, block, purpose); normals: Box-Muller version "
+                          f"{philox.NORMALS_VERSION}; purposes: see kernels/philox.py",
     }
     if extra:
         d.update(extra)
     return d
+
+
+def _threading_layer():
+    """Numba's threading layer (``"omp"``, ``"tbb"`` or ``"workqueue"``), started if need be."""
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:              # not started yet: start it, so the name is the real one
+        pass
+    try:
+        from numba.np.ufunc.parallel import _launch_threads
+
+        _launch_threads()
+        return numba.threading_layer()
+    except Exception:  # noqa: BLE001 -- provenance must never fail a run
+        return f"{numba.config.THREADING_LAYER} (not started)"
 
 
 def write_attrs(group, attrs):

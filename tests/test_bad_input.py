@@ -13,6 +13,10 @@ cuda`` without a GPU (suggesting ``--device cpu``), and a model file given where
 file is expected and the reverse.  ``simulate``'s own long table (dt, walkers, steps,
 absorb, x0, init rows, unstable steps and the runtime blow-up naming step and walkers with no
 NaN in the file) is tests/test_cli_simulate.py; this table adds its missing rows.
+The later verbs have their rows too: ``likelihood MODEL.h5 DATA.h5`` (either file missing,
+not HDF5, truncated, or of the other kind; the data's shape, dtype, NaN rows, emptiness;
+unknown method and trace), ``gan DATA.h5``, ``experiment`` (unknown or no name), ``bench``
+(an unknown ``--only`` benchmark) and ``sweep`` (a missing, invalid or grid-less SPEC.toml).
 
 Hypothesis fuzzes the Python API: ``--set`` values of ``simulate`` and ``train``, and the
 shapes, dtypes and non-finite entries of arrays given to the sample-set checks.  Every case
@@ -80,6 +84,8 @@ def d(tmp_path_factory):
     h5("big.h5", samples=big)
     blob = (d / "big.h5").read_bytes()
     (d / "truncated.h5").write_bytes(blob[: len(blob) // 2])
+    (d / "bad.toml").write_text("this is = = not toml [\n")
+    (d / "nogrid.toml").write_text('verb = "simulate"\nargs = ["--steps", "3"]\n')
     assert cli.main(["train", str(d / "good.h5"), "--steps", "2", "--set", "width=8",
                      "--set", "depth=1", "--batch", "8", "--out", str(d / "model.h5"),
                      "--quiet"]) == 0
@@ -216,9 +222,73 @@ ROWS = [
     ("compare-non-numeric", ["compare", "{d}/good1d.h5", "--analytic", "harmonic", "--set",
                              "k=stiff"], ["k", "stiff"]),
     ("compare-neither", ["compare", "{d}/good.h5"], ["--reference", "--analytic"]),
+    # ---- likelihood MODEL.h5 DATA.h5
+    ("likelihood-model-missing", ["likelihood", "{d}/none.h5", "{d}/good.h5"],
+     ["model file", "{d}/none.h5", "does not exist"]),
+    ("likelihood-data-missing", ["likelihood", "{d}/model.h5", "{d}/none.h5"],
+     ["{d}/none.h5", "does not exist"]),
+    ("likelihood-model-not-hdf5", ["likelihood", "{d}/text.h5", "{d}/good.h5"],
+     ["model file", "{d}/text.h5", "not an HDF5"]),
+    ("likelihood-data-not-hdf5", ["likelihood", "{d}/model.h5", "{d}/text.h5"],
+     ["{d}/text.h5", "not an HDF5"]),
+    ("likelihood-data-truncated", ["likelihood", "{d}/model.h5", "{d}/truncated.h5"],
+     ["{d}/truncated.h5", "truncated"]),
+    ("likelihood-data-as-model", ["likelihood", "{d}/good.h5", "{d}/good.h5"],
+     ["{d}/good.h5", "/model"]),
+    ("likelihood-model-as-data", ["likelihood", "{d}/model.h5", "{d}/model.h5"],
+     ["{d}/model.h5", "/samples"]),
+    ("likelihood-no-dataset", ["likelihood", "{d}/model.h5", "{d}/other.h5"],
+     ["{d}/other.h5", "/samples"]),
+    ("likelihood-shape", ["likelihood", "{d}/model.h5", "{d}/good3.h5"],
+     ["{d}/good3.h5", "(3,)", "[N, 2]"]),
+    ("likelihood-dtype", ["likelihood", "{d}/model.h5", "{d}/strings.h5"],
+     ["{d}/strings.h5", "dtype", "float"]),
+    ("likelihood-nan", ["likelihood", "{d}/model.h5", "{d}/nan.h5"],
+     ["{d}/nan.h5", "row 7 (0-based)"]),
+    ("likelihood-empty", ["likelihood", "{d}/model.h5", "{d}/empty.h5"],
+     ["{d}/empty.h5", "empty"]),
+    ("likelihood-n-zero", ["likelihood", "{d}/model.h5", "{d}/good.h5", "--n", "0"],
+     ["--n", "0", ">= 1"]),
+    ("likelihood-unknown-method", ["likelihood", "{d}/model.h5", "{d}/good.h5", "--method",
+                                   "nope"], ["nope", "ode", "elbo"]),
+    ("likelihood-unknown-trace", ["likelihood", "{d}/model.h5", "{d}/good.h5", "--trace",
+                                  "nope"], ["nope", "exact", "hutchinson"]),
+    # ---- gan DATA.h5
+    ("gan-missing", ["gan", "{d}/none.h5", *S[:2]], ["{d}/none.h5", "does not exist"]),
+    ("gan-not-hdf5", ["gan", "{d}/text.h5", *S[:2]], ["{d}/text.h5", "not an HDF5"]),
+    ("gan-truncated", ["gan", "{d}/truncated.h5", *S[:2]], ["{d}/truncated.h5", "truncated"]),
+    ("gan-no-dataset", ["gan", "{d}/other.h5", *S[:2]], ["{d}/other.h5", "/samples"]),
+    ("gan-model-as-data", ["gan", "{d}/model.h5", *S[:2]], ["{d}/model.h5", "/samples"]),
+    ("gan-dtype", ["gan", "{d}/strings.h5", *S[:2]], ["{d}/strings.h5", "dtype", "float"]),
+    ("gan-nan", ["gan", "{d}/nan.h5", *S[:2]], ["{d}/nan.h5", "row 7 (0-based)"]),
+    ("gan-empty", ["gan", "{d}/empty.h5", *S[:2]], ["{d}/empty.h5", "empty"]),
+    ("gan-steps-zero", ["gan", "{d}/good.h5", "--steps", "0"], ["steps", "0"]),
+    ("gan-unknown-set", ["gan", "{d}/good.h5", *S[:2], "--set", "widht=3"],
+     ["widht", "g_width", "lr_g"]),
+    ("gan-non-numeric", ["gan", "{d}/good.h5", *S[:2], "--set", "lr_g=fast"],
+     ["lr_g", "fast"]),
+    ("gan-device-cuda", ["gan", "{d}/good.h5", *S[:2], "--device", "cuda"],
+     ["--device cpu"]),
+    ("gan-checkpoint-every", ["gan", "{d}/good.h5", *S[:2], "--checkpoint-every", "0"],
+     ["--checkpoint-every", "0"]),
+    # ---- experiment NAME
+    ("experiment-unknown", ["experiment", "nope"], ["nope", "ou", "double-well", "--list"]),
+    ("experiment-no-name", ["experiment"], ["NAME", "--list", "ou"]),
+    # ---- bench --only
+    ("bench-unknown-only", ["bench", "--only", "nope"], ["--only", "nope", "ou", "startup"]),
+    ("bench-unknown-only-mixed", ["bench", "--only", "ou,nope"], ["nope", "valid"]),
+    # ---- sweep SPEC.toml
+    ("sweep-spec-missing", ["sweep", "{d}/none.toml", "--cluster", "local:1"],
+     ["{d}/none.toml", "does not exist", "TOML"]),
+    ("sweep-spec-not-toml", ["sweep", "{d}/bad.toml", "--cluster", "local:1"],
+     ["{d}/bad.toml", "not valid TOML"]),
+    ("sweep-spec-no-grid", ["sweep", "{d}/nogrid.toml", "--cluster", "local:1"],
+     ["{d}/nogrid.toml", "[grid]"]),
+    ("sweep-no-cluster", ["sweep", "{d}/nogrid.toml"], ["--cluster", "--scheduler"]),
 ]
-VERBS_COVERED = {"simulate", "inspect", "dataset", "train", "sample", "compare"}
-NEEDS_OUT = {"simulate", "dataset", "train", "sample"}
+VERBS_COVERED = {"simulate", "inspect", "dataset", "train", "sample", "compare", "likelihood",
+                 "gan", "experiment", "bench", "sweep"}
+NEEDS_OUT = {"simulate", "dataset", "train", "sample", "gan", "sweep"}
 
 
 def _fill(items, d):
