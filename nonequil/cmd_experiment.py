@@ -29,6 +29,14 @@ EXPERIMENTS = {
                 "vs the exact integral and Kramers' formula over barrier heights"),
     "jarzynski": ("experiments.jarzynski", "dragged trap and stiffness change: work "
                   "histograms, Jarzynski and BAR Delta F vs exact, estimator bias vs n"),
+    "gan-optimum": ("experiments.gan_optimum", "GAN theory: D trained alone vs D*, the value "
+                    "vs 2 JS - 2 log 2, and the equilibrium D = 1/2, L = -2 log 2"),
+    "ising": ("experiments.ising", "2-D Ising L=16 below, at and above Tc: MC vs Kaufman's "
+              "exact energy; binomial diffusion vs GAN energy and |m| distributions"),
+    "phi4": ("experiments.phi4", "lattice phi^4, broken and symmetric phase: magnetisation, "
+             "action and two-point function of diffusion and GAN fields vs HMC"),
+    "swiss-roll": ("experiments.swiss_roll", "Sohl-Dickstein 2015 swiss roll: forward and "
+                   "reverse trajectories, the likelihood bound K - L_null in bits vs exact"),
 }
 
 
