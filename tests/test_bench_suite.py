@@ -84,9 +84,10 @@ def test_quick_targets_agree_with_ratios(quick_doc):
     doc, _ = quick_doc
     by_bench = {}
     for t in doc["targets"]:
-        assert t["status"] in ("PASS", "FAIL", "skipped"), t
+        # REPORTED: a ratio the issue asks to report against a goal, not a target (jax)
+        assert t["status"] in ("PASS", "FAIL", "skipped", "REPORTED"), t
         by_bench.setdefault(t["benchmark"], []).append(t)
-        if t["status"] == "skipped":
+        if t["status"] in ("skipped", "REPORTED"):
             continue
         if t["benchmark"] == "startup":
             assert finite_pos(t["best_s"])
