@@ -396,8 +396,8 @@ _STATE = ("g_theta", "g_ema", "g_m", "g_v", "d_theta", "d_m", "d_v")
 def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_seconds,
               checkpoint_steps):
     """The file lifecycle of ``nonequil.train._run_file`` for the GAN's state."""
-    from .store import (OutputLock, provenance, read_checkpoint, remove_checkpoint, write_attrs,
-                        write_checkpoint, write_h5_replace)
+    from .store import (OutputLock, checkpoint_differences, provenance, read_checkpoint,
+                        remove_checkpoint, write_attrs, write_checkpoint, write_h5_replace)
 
     partial = out + ".partial"
     ckpt = partial + ".ckpt"
@@ -418,15 +418,7 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
             warn(f"no usable checkpoint for {out}; restarting from step 0")
         if got is not None:
             meta, arrs = got
-            diff = sorted(k for k in set(ident) | set(meta.get("config", {}))
-                          if ident.get(k) != meta.get("config", {}).get(k))
-            if meta.get("data") != fp:
-                diff.append("data")
-            if meta.get("batch") != tr.B:
-                diff.append("batch (effective)")
-            if meta.get("normals", 1) != NORMALS_VERSION:
-                diff.append("normals (the checkpoint was written by another Box-Muller "
-                            "version)")
+            diff = checkpoint_differences(meta, ident, fp, tr.B, NORMALS_VERSION)
             if meta.get("kind") != "gan":
                 diff.append("kind (not a GAN checkpoint)")
             if diff:

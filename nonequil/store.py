@@ -57,6 +57,21 @@ def write_failed(path, err, what="write to", resumable=True):
     return RunError(f"cannot {what} {path}: {reason}; {hint}, {then}")
 
 
+def checkpoint_differences(meta, ident, fp, batch, normals):
+    """The fields in which a training checkpoint's ``meta`` differs from this run: config keys,
+    ``data`` (its sha256 ``fp``), the effective ``batch`` and the Box-Muller ``normals``
+    version (a checkpoint without one was written by version 1)."""
+    old = meta.get("config", {})
+    diff = sorted(k for k in set(ident) | set(old) if ident.get(k) != old.get(k))
+    if meta.get("data") != fp:
+        diff.append("data")
+    if meta.get("batch") != batch:
+        diff.append("batch (effective)")
+    if meta.get("normals", 1) != normals:
+        diff.append("normals (the checkpoint was written by another Box-Muller version)")
+    return diff
+
+
 def write_h5_replace(path, fill, resumable=True):
     """Write the HDF5 file ``path`` whole, or not at all: ``fill(f)`` writes into
     ``path + '.new'``, which is flushed, fsynced and renamed over ``path``.  A kill at any

@@ -766,8 +766,8 @@ def _loop(tr, start, callback, on_step):
 
 def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_seconds,
               checkpoint_steps):
-    from .store import (OutputLock, provenance, read_checkpoint, remove_checkpoint, write_attrs,
-                        write_checkpoint, write_h5_replace)
+    from .store import (OutputLock, checkpoint_differences, provenance, read_checkpoint,
+                        remove_checkpoint, write_attrs, write_checkpoint, write_h5_replace)
 
     partial = out + ".partial"
     ckpt = partial + ".ckpt"
@@ -788,15 +788,7 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
             warn(f"no usable checkpoint for {out}; restarting from step 0")
         if got is not None:
             meta, arrs = got
-            diff = sorted(k for k in set(ident) | set(meta.get("config", {}))
-                          if ident.get(k) != meta.get("config", {}).get(k))
-            if meta.get("data") != fp:
-                diff.append("data")
-            if meta.get("batch") != tr.B:
-                diff.append("batch (effective)")
-            if meta.get("normals", 1) != NORMALS_VERSION:
-                diff.append("normals (the checkpoint was written by another Box-Muller "
-                            "version)")
+            diff = checkpoint_differences(meta, ident, fp, tr.B, NORMALS_VERSION)
             if diff:
                 raise InputError(f"checkpoint {ckpt} does not match the arguments; differing "
                                  f"fields: {', '.join(diff)}")
