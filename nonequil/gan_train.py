@@ -396,8 +396,9 @@ _STATE = ("g_theta", "g_ema", "g_m", "g_v", "d_theta", "d_m", "d_v")
 def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_seconds,
               checkpoint_steps):
     """The file lifecycle of ``nonequil.train._run_file`` for the GAN's state."""
-    from .store import (OutputLock, checkpoint_differences, provenance, read_checkpoint,
-                        remove_checkpoint, write_attrs, write_checkpoint, write_h5_replace)
+    from .store import (OutputLock, checkpoint_differences, checkpoint_schedule, provenance,
+                        read_checkpoint, remove_checkpoint, write_attrs, write_checkpoint,
+                        write_h5_replace)
 
     partial = out + ".partial"
     ckpt = partial + ".ckpt"
@@ -449,14 +450,7 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
 
         if got is None:
             commit(0)
-        last = [time.perf_counter()]
-
-        def on_step(k):
-            now = time.perf_counter()
-            if (now - last[0] >= checkpoint_seconds or k == cfg.steps
-                    or (checkpoint_steps and k % checkpoint_steps == 0)):
-                commit(k)
-                last[0] = time.perf_counter()
+        on_step = checkpoint_schedule(commit, checkpoint_seconds, checkpoint_steps, cfg.steps)
 
         try:
             _loop(tr, start, callback, on_step)

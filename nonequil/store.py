@@ -57,6 +57,21 @@ def write_failed(path, err, what="write to", resumable=True):
     return RunError(f"cannot {what} {path}: {reason}; {hint}, {then}")
 
 
+def checkpoint_schedule(commit, seconds, steps, total):
+    """``on_step(k)`` for a training loop: calls ``commit(k)`` when ``seconds`` have passed
+    since the last commit, every ``steps`` steps (if given) and at the last step ``total``."""
+    import time
+
+    last = [time.perf_counter()]
+
+    def on_step(k):
+        if (time.perf_counter() - last[0] >= seconds or k == total
+                or (steps and k % steps == 0)):
+            commit(k)
+            last[0] = time.perf_counter()
+    return on_step
+
+
 def checkpoint_differences(meta, ident, fp, batch, normals):
     """The fields in which a training checkpoint's ``meta`` differs from this run: config keys,
     ``data`` (its sha256 ``fp``), the effective ``batch`` and the Box-Muller ``normals``

@@ -766,8 +766,9 @@ def _loop(tr, start, callback, on_step):
 
 def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_seconds,
               checkpoint_steps):
-    from .store import (OutputLock, checkpoint_differences, provenance, read_checkpoint,
-                        remove_checkpoint, write_attrs, write_checkpoint, write_h5_replace)
+    from .store import (OutputLock, checkpoint_differences, checkpoint_schedule, provenance,
+                        read_checkpoint, remove_checkpoint, write_attrs, write_checkpoint,
+                        write_h5_replace)
 
     partial = out + ".partial"
     ckpt = partial + ".ckpt"
@@ -817,14 +818,7 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
 
         if got is None:
             commit(0)
-        last = [time.perf_counter()]
-
-        def on_step(k):
-            now = time.perf_counter()
-            if (now - last[0] >= checkpoint_seconds or k == cfg.steps
-                    or (checkpoint_steps and k % checkpoint_steps == 0)):
-                commit(k)
-                last[0] = time.perf_counter()
+        on_step = checkpoint_schedule(commit, checkpoint_seconds, checkpoint_steps, cfg.steps)
 
         try:
             _loop(tr, start, callback, on_step)
