@@ -1,10 +1,11 @@
 """The ``nonequil`` command.  Heavy modules are imported inside each verb's handler."""
 import argparse
 import re
+import shlex
 import sys
 import time
 
-from . import __version__
+from . import __version__, _context
 
 NEG_NUMBER = re.compile(r"^-(\d|\.\d)")
 
@@ -352,6 +353,14 @@ def _cache_note(a):
 def main(argv=None):
     argv = _fix_negative_values(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in argv
+    outer, _context.COMMAND_LINE = _context.COMMAND_LINE, shlex.join(["nonequil", *argv])
+    try:
+        return _main(argv, debug)
+    finally:
+        _context.COMMAND_LINE = outer
+
+
+def _main(argv, debug):
     try:
         a = build_parser().parse_args(argv)
         a.argv = argv       # the verb's own arguments, for verbs that re-run them (sharding)

@@ -35,6 +35,7 @@ import sys
 
 import numpy as np
 
+from . import _context
 from .errors import InputError, RunError
 
 CKPT_MAGIC = b"NONEQUIL-CKPT-1\n"
@@ -157,7 +158,7 @@ def provenance(config, device, precision, extra=None):
         "hdf5": h5py.version.hdf5_version,
         "platform": platform.platform(),
         "configuration": json.dumps(config, sort_keys=True, default=str),
-        "command_line": " ".join(sys.argv),
+        "command_line": _context.COMMAND_LINE or " ".join(sys.argv),
         "device": device,
         "precision": precision,
         "fastmath": "on" if _OPTS.get("fastmath") else "off",

@@ -428,3 +428,19 @@ def test_second_writer_is_refused(tmp_path, resume):
     with h5py.File(partial, "r") as f:
         n = f["particles/ensemble/position/value"].shape[0]
         assert n == f["particles/ensemble/position/step"].shape[0] >= 1
+
+
+def test_in_process_provenance_records_the_verbs_own_command_line(tmp_path):
+    """``cli.main(argv)`` called in-process (tests, sweeps, experiments, Dask workers) records
+    its own argv as the command line, not the host program's ``sys.argv`` (pytest here)."""
+    from nonequil import _context, cli
+
+    out = tmp_path / "run.h5"
+    argv = ["simulate", "--process", "ou", "--walkers", "4", "--steps", "3", "--dt", "0.01",
+            "--seed", "11", "--out", str(out), "--quiet"]
+    assert cli.main(argv) == 0
+    with h5py.File(out, "r") as f:
+        line = str(f["provenance"].attrs["command_line"])
+    assert line.startswith("nonequil simulate --process ou "), line
+    assert line == "nonequil " + " ".join(argv), line      # not sys.argv (pytest's)
+    assert _context.COMMAND_LINE is None        # restored after the call
