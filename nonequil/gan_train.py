@@ -60,7 +60,7 @@ import numpy as np
 
 from .errors import InputError, RunError
 from .gan import LOG_KEYS, PURPOSE_GAN, GANConfig, GANModel, binary_encoding
-from .train import _fingerprint, _load_data, _NonFinite, _Trainer
+from .train import _fingerprint, _load_data, _NonFinite, _Trainer, run_file
 
 FORMAT = 1
 LOG4 = math.log(4.0)
@@ -395,76 +395,22 @@ _STATE = ("g_theta", "g_ema", "g_m", "g_v", "d_theta", "d_m", "d_v")
 
 def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_seconds,
               checkpoint_steps):
-    """The file lifecycle of ``nonequil.train._run_file`` for the GAN's state."""
-    from .store import (OutputLock, checkpoint_differences, checkpoint_schedule, provenance,
-                        read_checkpoint, remove_checkpoint, write_attrs, write_checkpoint,
-                        write_h5_replace)
-
-    partial = out + ".partial"
-    ckpt = partial + ".ckpt"
-    ident = cfg.identity()
-    from kernels.philox import NORMALS_VERSION
-
-    ident_meta = {"config": ident, "data": fp, "batch": tr.B, "format": FORMAT,
-                  "blas_threads": tr.threads, "kind": "gan",
-                  "normals": NORMALS_VERSION}     # Box-Muller version: bits of the noise
-    prov = provenance(dict(ident, data=source, data_sha256=fp, effective_batch=tr.B),
-                      "cpu", "float64", {"seed": str(cfg.seed), "blas_threads": tr.threads})
-    lock = OutputLock(partial + ".lock", out)
+    """``nonequil.train.run_file`` (the training-file lifecycle) for the GAN's state."""
     m = tr.model
-    try:
-        start = 0
-        got = read_checkpoint(ckpt, warn) if resume else None
-        if resume and got is None:
-            warn(f"no usable checkpoint for {out}; restarting from step 0")
-        if got is not None:
-            meta, arrs = got
-            diff = checkpoint_differences(meta, ident, fp, tr.B, NORMALS_VERSION)
-            if meta.get("kind") != "gan":
-                diff.append("kind (not a GAN checkpoint)")
-            if diff:
-                raise InputError(f"checkpoint {ckpt} does not match the arguments; differing "
-                                 f"fields: {', '.join(diff)}")
-            if meta.get("blas_threads") != tr.threads:
-                warn(f"resuming with {tr.threads} BLAS thread(s) where the checkpoint used "
-                     f"{meta.get('blas_threads')}: the result will not be bitwise that of an "
-                     "uninterrupted run")
-            start = int(meta["step"])
-            for name in _STATE:
-                getattr(m, name)[...] = arrs[name]
-            for k in LOG_KEYS:
-                m.logs[k][:start] = arrs["log_" + k][:start]
-            m.step = start
-        else:
-            remove_checkpoint(ckpt)
-        if not os.path.exists(partial) or got is None:
-            def status(f):
-                f.attrs["status"] = "training (see the checkpoint beside this file)"
-                write_attrs(f.create_group("provenance"), prov)
-            write_h5_replace(partial, status)
 
-        def commit(k):
-            arrays = {name: getattr(m, name) for name in _STATE}
-            arrays.update({"log_" + n: m.logs[n][:k] for n in LOG_KEYS})
-            write_checkpoint(ckpt, dict(ident_meta, step=int(k)), arrays)
+    def arrays(k):
+        a = {name: getattr(m, name) for name in _STATE}
+        a.update({"log_" + n: m.logs[n][:k] for n in LOG_KEYS})
+        return a
 
-        if got is None:
-            commit(0)
-        on_step = checkpoint_schedule(commit, checkpoint_seconds, checkpoint_steps, cfg.steps)
+    def restore(arrs, start):
+        for name in _STATE:
+            getattr(m, name)[...] = arrs[name]
+        for k in LOG_KEYS:
+            m.logs[k][:start] = arrs["log_" + k][:start]
 
-        try:
-            _loop(tr, start, callback, on_step)
-        except _NonFinite as e:
-            got = read_checkpoint(ckpt)
-            kept = f" (step {got[0]['step']})" if got else ""
-            raise _blowup(e, cfg, f"; kept the partial file {partial} and the last good "
-                          f"checkpoint {ckpt}{kept}") from None
-        def final(f):
-            m.save(f)
-            write_attrs(f.create_group("provenance"), prov)
-        write_h5_replace(partial, final)        # a kill here leaves a partial h5py opens
-        os.replace(partial, out)
-        remove_checkpoint(ckpt)
-    finally:
-        lock.release()
-    return m
+    return run_file(tr, cfg, out, resume, warn, fp, source, checkpoint_seconds,
+                    checkpoint_steps, precision="float64", kind="gan", arrays=arrays,
+                    restore=restore, loop=lambda start, on_step: _loop(tr, start, callback,
+                                                                       on_step),
+                    blowup=lambda e, kept: _blowup(e, cfg, kept))

@@ -183,6 +183,7 @@ class ModelConfig:
     normalize: str = "diag"
     gaussian_term: bool = False
     t_eps: float = None          # None: T_EPS[process] (continuous processes only)
+    logit_skip: bool = None      # binomial: the per-bit skip logit; None = on for binomial
 
     def validate(self):
         from kernels.mlp_cpu import activation_code
@@ -216,6 +217,10 @@ class ModelConfig:
         if self.gaussian_term and (self.normalize != "pca" or self.process == "binomial"):
             raise InputError("gaussian_term needs normalize=pca (the Gaussian term assumes "
                              "whitened data) and a Gaussian process")
+        if self.logit_skip not in (None, True, False):
+            raise InputError(f"logit_skip must be true or false, got {self.logit_skip!r}")
+        if self.logit_skip and self.process != "binomial":
+            raise InputError(f"logit_skip applies to the binomial chain only, not {self.process}")
         if self.process == "binomial" and self.normalize != "diag":
             raise InputError("the binomial chain uses its bits as they are: normalize does "
                              "not apply (leave the default)")
@@ -245,9 +250,16 @@ class ModelConfig:
                                for k, v in self.process_params.items()}
         return d
 
+    @property
+    def skip(self):
+        """Whether the reverse logits carry the per-bit skip (``BinomialChain.stay_logit``)."""
+        return self.process == "binomial" and self.logit_skip is not False
+
     @classmethod
     def from_dict(cls, d):
         names = {f.name for f in dataclasses.fields(cls)}
+        d = dict(d)
+        d.setdefault("logit_skip", False)      # files written before the skip existed
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -533,8 +545,10 @@ class MLPScoreModel:
         if self.config.process != "binomial":
             raise InputError("prob_prev is defined for the binomial chain only")
         x = np.asarray(x, np.float64).reshape(-1, self.dim)
-        self._int_times(np.broadcast_to(np.asarray(t), (x.shape[0],)))
+        ti = self._int_times(np.broadcast_to(np.asarray(t), (x.shape[0],)))
         o = self.net(2.0 * x - 1.0, t, weights)
+        if self.config.skip:
+            o = o + self.process.stay_logit(ti)[:, None] * (2.0 * x - 1.0)
         return (0.5 * (1.0 + np.tanh(0.5 * o))).reshape((-1,) + self.data_shape)
 
     # ------------------------------------------------------------------ storage

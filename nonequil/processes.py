@@ -252,6 +252,17 @@ class BinomialChain:
         num = like1 * p1
         return num / (num + like0 * (1.0 - p1))
 
+    def stay_logit(self, t):
+        """log((1 - beta_t/2) / (beta_t/2)): the logit of q(x_{t-1} = x_t | x_t) when the bits
+        of x_0 are uniform (0 at t = T for the default betas, where beta_T = 1).
+
+        The binomial model's reverse logit is ``stay_logit(t) (2 x_t - 1) + net(x_t, t)``
+        (``logit_skip``): a per-bit skip connection, without which an MLP narrower than D
+        cannot even pass each bit through (its output logits lie in a width-dimensional
+        subspace), and samples come out nearly disordered."""
+        b = self.betas[np.asarray(t) - 1]
+        return np.log1p(-0.5 * b) - np.log(0.5 * b)
+
     def prior_logp(self, x):
         x = np.asarray(x)
         return -x.reshape(x.shape[0], -1).shape[1] * math.log(2.0) * np.ones(x.shape[0])

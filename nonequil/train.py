@@ -40,7 +40,10 @@ bound (Sohl-Dickstein et al. 2015): with t uniform on 1..T, x_t ~ q(x_t | x_0) a
 posterior bit probability q = q(x_{t-1} = 1 | x_t, x_0), the loss is
 ``T E[ KL(Bern(q) || Bern(p_theta(x_{t-1} = 1 | x_t))) ] / D`` (the t = 1 term is
 -log p(x_0 | x_1) since q is then x_0 itself; the prior term KL(q(x_T | x_0) || Bern(1/2)) is
-a constant, 0 for the default betas with r_T = 0), in nats per bit.
+a constant, 0 for the default betas with r_T = 0), in nats per bit.  The model's logit of
+p_theta is ``stay_logit(t) (2 x_t - 1) + net(x_t, t)`` (``logit_skip``, on by default; model
+files from before it load with it off): the network learns the correction to the reverse
+step of uniform bits (``nonequil.processes.BinomialChain.stay_logit``).
 
 Optimisation: Adam (``lr``, ``beta1``, ``beta2``, ``adam_eps``, decoupled ``weight_decay``)
 with a linear warm-up over ``warmup`` steps and then a cosine decay to ``lr * lr_final``
@@ -134,6 +137,7 @@ class TrainConfig:
     normalize: str = "diag"
     gaussian_term: bool = False
     t_eps: float = None
+    logit_skip: bool = None
     # optimisation
     steps: int = 20000
     batch: int = 512
@@ -583,7 +587,7 @@ class _Trainer:
             X[:, :D] = yt
         if self.binomial:
             self.net.forward_cache(X, self.out)
-            loss = self._binomial_loss(self.out.astype(np.float64))
+            loss = self._binomial_loss(self.out.astype(np.float64) + self._skip)
             if not math.isfinite(loss):
                 raise _NonFinite(k + 1, "loss", loss)
             self.net.backward(self.dY, self.grad, self.dX)
@@ -631,6 +635,8 @@ class _Trainer:
         xt = (blk["u"][a:b] <= p1).astype(np.float64)
         self._q = np.asarray(p.posterior_prob_one(xt, x0, t[:, None]), np.float64)
         self.X[:, :self.D] = 2.0 * xt - 1.0
+        self._skip = (p.stay_logit(t)[:, None] * (2.0 * xt - 1.0)
+                      if self.cfg.model_config().skip else 0.0)
 
     def _binomial_loss(self, o):
         B, D = self.B, self.D
@@ -766,6 +772,45 @@ def _loop(tr, start, callback, on_step):
 
 def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_seconds,
               checkpoint_steps):
+    m = tr.model
+
+    def arrays(k):
+        return {"theta": m.theta, "ema": m.ema, "adam_m": m.adam_m, "adam_v": m.adam_v,
+                "loss": m.loss[:k]}
+
+    def restore(arrs, start):
+        for name, dst in (("theta", m.theta), ("ema", m.ema), ("adam_m", m.adam_m),
+                          ("adam_v", m.adam_v)):
+            dst[...] = arrs[name]
+        m.loss[:start] = arrs["loss"][:start]
+
+    def blowup(e, kept):
+        return RunError(f"training {e.what} became non-finite ({e.value}) at step {e.step} of "
+                        f"{cfg.steps}; reduce lr (now {cfg.lr:g}) or clip{kept} (the run is "
+                        "deterministic: resuming with the same settings fails again)")
+
+    return run_file(tr, cfg, out, resume, warn, fp, source, checkpoint_seconds,
+                    checkpoint_steps, precision=cfg.dtype, kind=None, arrays=arrays,
+                    restore=restore, loop=lambda start, on_step: _loop(tr, start, callback,
+                                                                       on_step),
+                    blowup=blowup)
+
+
+def run_file(tr, cfg, out, resume, warn, fp, source, checkpoint_seconds, checkpoint_steps, *,
+             precision, kind, arrays, restore, loop, blowup):
+    """The file lifecycle of a training run (score model or GAN), shared by both.
+
+    ``OUT.partial`` (a status attribute and the provenance) and its checkpoint
+    ``OUT.partial.ckpt`` are written first; ``loop(start, on_step)`` trains from ``start``
+    and ``on_step(k)`` commits ``arrays(k)`` on the checkpoint schedule; ``restore(arrays,
+    start)`` loads a checkpoint on ``resume``; the finished model is written to the partial
+    file, which is then renamed to ``out``.  A checkpoint whose identity (configuration, data
+    fingerprint, batch, normals version, ``kind``: None for a score model, "gan") differs is
+    refused.  A non-finite value (``_NonFinite``) raises ``blowup(e, kept)``, ``kept`` naming
+    the partial file and the last good checkpoint, which are kept.
+    """
+    from kernels.philox import NORMALS_VERSION
+
     from .store import (OutputLock, checkpoint_differences, checkpoint_schedule, provenance,
                         read_checkpoint, remove_checkpoint, write_attrs, write_checkpoint,
                         write_h5_replace)
@@ -773,13 +818,13 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
     partial = out + ".partial"
     ckpt = partial + ".ckpt"
     ident = cfg.identity()
-    from kernels.philox import NORMALS_VERSION
-
     ident_meta = {"config": ident, "data": fp, "batch": tr.B, "format": FORMAT,
                   "blas_threads": tr.threads,
                   "normals": NORMALS_VERSION}     # Box-Muller version: bits of the noise
+    if kind is not None:
+        ident_meta["kind"] = kind
     prov = provenance(dict(ident, data=source, data_sha256=fp, effective_batch=tr.B),
-                      "cpu", cfg.dtype, {"seed": str(cfg.seed), "blas_threads": tr.threads})
+                      "cpu", precision, {"seed": str(cfg.seed), "blas_threads": tr.threads})
     lock = OutputLock(partial + ".lock", out)
     m = tr.model
     try:
@@ -790,6 +835,8 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
         if got is not None:
             meta, arrs = got
             diff = checkpoint_differences(meta, ident, fp, tr.B, NORMALS_VERSION)
+            if meta.get("kind") != kind:
+                diff.append(f"kind (a {meta.get('kind') or 'score-model'} checkpoint)")
             if diff:
                 raise InputError(f"checkpoint {ckpt} does not match the arguments; differing "
                                  f"fields: {', '.join(diff)}")
@@ -798,12 +845,9 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
                      f"{meta.get('blas_threads')}: the result will not be bitwise that of an "
                      f"uninterrupted run (give --threads {meta.get('blas_threads')} for that)")
             start = int(meta["step"])
-            for name, dst in (("theta", m.theta), ("ema", m.ema), ("adam_m", m.adam_m),
-                              ("adam_v", m.adam_v)):
-                dst[...] = arrs[name]
-            m.loss[:start] = arrs["loss"][:start]
+            restore(arrs, start)
             m.step = start
-        if got is None:
+        else:
             remove_checkpoint(ckpt)
         if not os.path.exists(partial) or got is None:
             def status(f):
@@ -812,24 +856,19 @@ def _run_file(tr, cfg, out, resume, callback, warn, fp, source, checkpoint_secon
             write_h5_replace(partial, status)
 
         def commit(k):
-            write_checkpoint(ckpt, dict(ident_meta, step=int(k)),
-                             {"theta": m.theta, "ema": m.ema, "adam_m": m.adam_m,
-                              "adam_v": m.adam_v, "loss": m.loss[:k]})
+            write_checkpoint(ckpt, dict(ident_meta, step=int(k)), arrays(k))
 
         if got is None:
             commit(0)
         on_step = checkpoint_schedule(commit, checkpoint_seconds, checkpoint_steps, cfg.steps)
-
         try:
-            _loop(tr, start, callback, on_step)
+            loop(start, on_step)
         except _NonFinite as e:
             got = read_checkpoint(ckpt)
             kept = f" (step {got[0]['step']})" if got else ""
-            raise RunError(f"training {e.what} became non-finite ({e.value}) at step "
-                           f"{e.step} of {cfg.steps}; reduce lr (now {cfg.lr:g}) or clip; "
-                           f"kept the partial file {partial} and the last good checkpoint "
-                           f"{ckpt}{kept} (the run is deterministic: resuming with the "
-                           "same settings fails again)") from None
+            raise blowup(e, f"; kept the partial file {partial} and the last good checkpoint "
+                            f"{ckpt}{kept}") from None
+
         def final(f):
             m.save(f)
             write_attrs(f.create_group("provenance"), prov)
