@@ -10,6 +10,7 @@ writer) is ``experiments/_report.py``.
 
 Light at import (argparse only): the experiment module is imported inside the handler.
 """
+import contextlib
 import os
 import sys
 
@@ -58,6 +59,12 @@ def add(sub, base, run):
             act.metavar = "DIR"
             act.help = ("report directory (default runs/NAME, or runs/NAME-quick with "
                         "--quick); written as DIR.partial and renamed on success")
+    g = p.add_argument_group("distributed (experiments that run a sweep: kramers; needs "
+                             "Dask: pip install 'nonequil[dist]')").add_mutually_exclusive_group()
+    g.add_argument("--cluster", metavar="local:N", help="run the experiment's sweep on a local "
+                   "Dask cluster of N worker processes")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="run the experiment's sweep on the "
+                   "workers of a running Dask scheduler, e.g. tcp://10.0.0.1:8786")
     p.set_defaults(handler=_cmd_experiment, needs_out=False)
 
 
@@ -108,8 +115,14 @@ def _cmd_experiment(a):
     mod = import_experiment(a.name)
     from experiments import _report
 
-    _report.run_module(mod, quick=a.quick, out=a.out, device=a.device, seed=a.seed,
-                       quiet=a.quiet, argv=["nonequil", "experiment"] + _argv_tail(a))
+    target = getattr(mod, "dask_target", None)
+    if (a.cluster or a.scheduler) and target is None:
+        raise InputError(f"experiment {a.name} does not run on Dask: drop --cluster/--scheduler "
+                         "(experiments that do: kramers)")
+    dask = a.cluster or a.scheduler      # (else keep a target set around this call)
+    with target(a.scheduler, a.cluster) if dask else contextlib.nullcontext():
+        _report.run_module(mod, quick=a.quick, out=a.out, device=a.device, seed=a.seed,
+                           quiet=a.quiet, argv=["nonequil", "experiment"] + _argv_tail(a))
 
 
 def _argv_tail(a):
@@ -122,6 +135,9 @@ def _argv_tail(a):
     if a.device != "cpu":
         tail += ["--device", a.device]
     tail += ["--seed", str(a.seed)]
+    for flag in ("cluster", "scheduler"):
+        if getattr(a, flag):
+            tail += [f"--{flag}", getattr(a, flag)]
     if a.quiet:
         tail.append("--quiet")
     return tail

@@ -1,6 +1,8 @@
 """``nonequil sweep`` (issue 10): a grid of runs of a verb as Dask tasks, one HDF5 file per
 point, a summary table (CSV and JSON) of observables, finished points skipped on a rerun, and
-a failing point reported without stopping the others.
+a failing point reported without stopping the others.  Zipped axes (``[zip]``: keys that vary
+together), the in-process runner (``client=None``), and an experiment that uses a sweep:
+``kramers`` runs its barrier heights as sweep points, bitwise the same in-process and on Dask.
 
 The observables are checked against exact oracles: the moments of the Euler-Maruyama OU
 chain x_{n+1} = a x_n + theta mu dt + sigma sqrt(dt) xi with a = 1 - theta dt, started at x0:
@@ -23,7 +25,7 @@ pytest.importorskip("distributed")
 
 from nonequil import cli  # noqa: E402
 from nonequil import distributed as dist  # noqa: E402
-from nonequil.cmd_sweep import run_sweep  # noqa: E402
+from nonequil.cmd_sweep import EXAMPLE, Spec, run_sweep, write_spec  # noqa: E402
 
 CLI = [sys.executable, "-m", "nonequil.cli"]
 Z = 5.0          # stochastic tolerance: |estimate - exact| <= Z * SE
@@ -67,6 +69,18 @@ theta = [1.0, 2.0]
     (GOOD.replace('"0.1"]', '"0.1", "--bogus"]'), "point 0 {'theta': 1.0}"),
     ("extra = 1\n" + GOOD, "unknown key(s) extra"),
     (GOOD + "bad = 1\n", "grid key 'bad' needs a non-empty list"),
+    (GOOD + "[zip]\nsigma = [1.0, 2.0]\n\"--steps\" = [5, 6, 7]\n",
+     "the keys of [zip] vary together and need lists of one length; got sigma (2 values), "
+     "--steps (3 values)"),
+    (GOOD + "[[zip]]\nsigma = [1.0]\n[[zip]]\nmu = [0.0, 1.0]\nkT = [1.0]\n",
+     "the keys of [[zip]] group 1 vary together and need lists of one length; got mu (2 "
+     "values), kT (1 values)"),
+    (GOOD + "[zip]\ntheta = [3.0]\n", "key 'theta' appears more than once in [grid] and "
+     "[zip]"),
+    (GOOD + "[zip]\nsigma = []\n", "zip key 'sigma' needs a non-empty list"),
+    ("zip = 3\n" + GOOD, "zip must be a [zip] table of key = [values]"),
+    (GOOD.replace("[grid]\ntheta = [1.0, 2.0]\n", "[zip]\ntheta = [1.0, 2.0]\n"
+                  "\"--steps\" = [5, \"x\"]\n"), "point 1 {'theta': 2.0, '--steps': 'x'}"),
 ])
 def test_bad_spec_one_error_line_and_no_output(tmp_path, capsys, text, fragment):
     spec = tmp_path / "spec.toml" if text is None else _spec(tmp_path, text)
@@ -217,3 +231,152 @@ sigma = [1.0, -1.0, 2.0]
     rows = json.loads((out / "summary.json").read_text())["points"]
     assert [r["status"] for r in rows] == ["ran", "failed", "ran"]
     assert rows[1]["var_x"] is None and rows[2]["var_x"] > rows[0]["var_x"]
+
+
+# ====================================================================== zipped axes
+ZIPPED = """verb = "simulate"
+args = ["--process", "ou", "--method", "em", "--walkers", "64", "--dt", "0.05", "--x0", "1"]
+observables = ["mean_x"]
+[grid]
+"--seed" = [1, 2]
+[zip]
+theta = [0.5, 1.0, 2.0]
+"--steps" = [4, 8, 12]
+"""
+
+
+def test_zip_spec_expansion(tmp_path):
+    """[zip] keys take their j-th values together; the [grid] keys and the zip groups are
+    crossed in order, the last axis fastest; [[zip]] groups cross each other; write_spec
+    round-trips; the --help example is a valid spec with the documented 6 points."""
+    spec = Spec(str(_spec(tmp_path, ZIPPED)))
+    assert spec.points() == [{"--seed": s, "theta": t, "--steps": n}
+                             for s in (1, 2) for t, n in ((0.5, 4), (1.0, 8), (2.0, 12))]
+    av = spec.argv(spec.points()[4], "o.h5")
+    assert av[-9:] == ["--seed", "2", "--set", "theta=1.0", "--steps", "8", "--out", "o.h5",
+                       "--quiet"]
+    two = Spec(str(_spec(tmp_path, ZIPPED.replace("[zip]", "[[zip]]") + "[[zip]]\nsigma = "
+                         "[0.5, 1.5]\nmu = [0.0, 1.0]\n", "two.toml")))
+    pts = two.points()
+    assert len(pts) == 2 * 3 * 2
+    assert pts[:3] == [{"--seed": 1, "theta": 0.5, "--steps": 4, "sigma": 0.5, "mu": 0.0},
+                       {"--seed": 1, "theta": 0.5, "--steps": 4, "sigma": 1.5, "mu": 1.0},
+                       {"--seed": 1, "theta": 1.0, "--steps": 8, "sigma": 0.5, "mu": 0.0}]
+    path = str(tmp_path / "written.toml")
+    write_spec(path, two.verb, two.args, two.grid, two.zips, two.observables)
+    back = Spec(path)
+    assert (back.verb, back.args, back.grid, back.zips, back.observables) == \
+        (two.verb, two.args, two.grid, two.zips, two.observables)
+    assert back.points() == pts
+    ex = Spec(str(_spec(tmp_path, EXAMPLE, "example.toml")))
+    assert [(p["--seed"], p["a"], p["--steps"]) for p in ex.points()] == \
+        [(s, a, n) for s in (1, 2) for a, n in ((1.0, 5000), (2.0, 20000), (3.0, 60000))]
+
+
+def test_zipped_sweep_in_process_equals_dask(client, tmp_path):
+    """A zipped sweep run in this process (client=None) writes the same files, bit for bit,
+    as on the Dask cluster; each file holds its point's zipped theta and step count."""
+    spec = str(_spec(tmp_path, ZIPPED))
+    here = run_sweep(spec, str(tmp_path / "here"))
+    there = run_sweep(spec, str(tmp_path / "there"), client)
+    assert [r["status"] for r in here] == ["ran"] * 6 == [r["status"] for r in there]
+    assert [r["file"] for r in here] == [r["file"] for r in there]
+    assert [r["mean_x"] for r in here] == [r["mean_x"] for r in there]
+    for r in here:
+        with h5py.File(tmp_path / "here" / r["file"], "r") as f, \
+                h5py.File(tmp_path / "there" / r["file"], "r") as g:
+            assert f["parameters"].attrs["theta"] == r["theta"]
+            assert f["particles/ensemble/position/step"][-1] == r["steps"]
+            assert np.array_equal(f["particles/ensemble/position/value"][()],
+                                  g["particles/ensemble/position/value"][()]), r
+    doc = json.loads((tmp_path / "here" / "summary.json").read_text())
+    assert doc["zip"] == [{"theta": [0.5, 1.0, 2.0], "--steps": [4, 8, 12]}]
+    assert doc["grid"] == {"--seed": [1, 2]}
+
+
+def test_in_process_sweep_failing_point_and_rerun(tmp_path):
+    """client=None: a failing point is reported and does not stop the others; a rerun skips
+    the finished points and leaves their files untouched."""
+    spec = str(_spec(tmp_path, """verb = "simulate"
+args = ["--process", "ou", "--walkers", "20", "--steps", "5", "--dt", "0.1"]
+[zip]
+sigma = [1.0, -1.0, 2.0]
+"--seed" = [3, 4, 5]
+"""))
+    out = tmp_path / "sw"
+    seen = []
+    rows = run_sweep(spec, str(out), callback=seen.append)
+    assert [r["status"] for r in rows] == ["ran", "failed", "ran"]
+    assert "theta and sigma must be finite and >= 0" in rows[1]["error"]
+    assert [i["done"] for i in seen] == [1, 2, 3] and [i["point"] for i in seen] == [0, 1, 2]
+    mtimes = [os.stat(out / r["file"]).st_mtime_ns for r in rows[::2]]
+    again = run_sweep(spec, str(out))
+    assert [r["status"] for r in again] == ["skipped", "failed", "skipped"]
+    assert [os.stat(out / r["file"]).st_mtime_ns for r in rows[::2]] == mtimes
+
+
+# ====================================================================== kramers on a sweep
+def _kramers():
+    from nonequil.cmd_experiment import import_experiment
+
+    return import_experiment("kramers")
+
+
+def _mfpts(out):
+    res = json.loads((out / "results.json").read_text())
+    return res, [row[1] for row in res["tables"][0]["rows"]]
+
+
+def test_kramers_bad_dask_flag_one_error_line(tmp_path, capsys):
+    out = tmp_path / "k"
+    for bad, fragment in ((["--cluster", "local:x"], "expected local:N"),
+                          (["--cluster", "local:2", "--scheduler", "tcp://h:1"],
+                           "not allowed with argument")):
+        assert _kramers().main(["--quick", "--out", str(out), *bad]) == 2
+        assert fragment in _one_error_line(capsys.readouterr().err)
+        assert not out.exists() and not os.path.exists(str(out) + ".partial")
+
+
+@pytest.mark.slow
+def test_kramers_quick_sweep_in_process_and_on_local_cluster(tmp_path):
+    """kramers --quick runs its barrier heights as sweep points (sweep.toml, summary.csv/json
+    in the report directory); on --cluster local:2 every MFPT equals the in-process run's bit
+    for bit, and equals the plain ``simulate`` run with the same seed (seed + i for barrier
+    i), so the sweep changed no figure of the earlier in-process loop."""
+    from nonequil import cli
+    from nonequil.simulate import simulate
+
+    kr = _kramers()
+    here, there = tmp_path / "here", tmp_path / "there"
+    assert cli.main(["experiment", "kramers", "--quick", "--out", str(here), "--quiet",
+                     "--seed", "7"]) == 0
+    assert kr.main(["--quick", "--out", str(there), "--quiet", "--seed", "7",
+                    "--cluster", "local:2"]) == 0
+    res_h, tau_h = _mfpts(here)
+    res_t, tau_t = _mfpts(there)
+    assert len(tau_h) == len(kr.QUICK["barriers"]) and all(np.isfinite(tau_h))
+    assert tau_t == tau_h
+    assert {k: c["value"] for k, c in res_t["checks"].items()} == \
+        {k: c["value"] for k, c in res_h["checks"].items()}
+    assert res_h["settings"]["sweep"] == "in-process"
+    assert res_t["settings"]["sweep"] == "Dask --cluster local:2"
+    assert res_t["command"].endswith("--cluster local:2")
+    assert res_t["steps"][0]["command"].startswith(f"nonequil sweep {there}/sweep.toml "
+                                                   "--cluster local:2")
+    for out, res, tau in ((here, res_h, tau_h), (there, res_t, tau_t)):
+        doc = json.loads((out / "summary.json").read_text())
+        assert doc["spec"] == "sweep.toml" and (out / "sweep.toml").is_file()
+        assert (out / "summary.csv").is_file() and not (out / "sweep.lock").exists()
+        pts = doc["points"]
+        assert [p["a"] for p in pts] == list(kr.QUICK["barriers"])
+        assert [p["seed"] for p in pts] == [7, 8, 9]
+        assert [p["status"] for p in pts] == ["ran"] * 3
+        assert [p["mfpt_exponential_tail"] for p in pts] == tau     # the same estimator
+        assert all((out / f["file"]).is_file() for f in res["files"])
+    p0 = json.loads((here / "summary.json").read_text())["points"][0]
+    fpt = simulate(process="langevin", potential="double-well", walkers=1000,
+                   steps=p0["steps"], dt=kr.QUICK["dt"], x0=[-1.0], absorb="x>=1",
+                   record_every=p0["steps"], seed=7,
+                   params={"a": 1.5, "b": 0.0, "kT": 1.0, "gamma": 1.0}
+                   ).frames["first_passage_time"][-1]
+    assert kr._mfpt(fpt, p0["steps"] * kr.QUICK["dt"])[0] == tau_h[0]
