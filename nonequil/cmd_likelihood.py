@@ -7,7 +7,9 @@ The quantities, their units and the randomness are documented in :mod:`nonequil.
 ``nll_nats_per_sample``, ``nll_nats_per_dim`` and ``se`` (keys are only ever added).  Inputs
 are checked before any work: the model file (``nonequil.models.load``), then the data file
 (``nonequil.store.read_samples``: exists, HDF5, dataset, rank/dtype, non-empty, finite), its
-per-sample shape against the model's, and the options.
+per-sample shape against the model's, and the options.  A binomial-chain model takes
+``--method elbo`` only (bits have no ODE density); its data must be 0/1 bits, or -1/+1 spins
+for a model trained on spins.
 """
 import sys
 
@@ -40,7 +42,9 @@ def add(sub, base, run):
         "Hutchinson's estimator (with its noise in the error bar) above.  --method elbo: "
         "the variational bounds, the discrete-chain (Sohl-Dickstein / DDPM) bound on "
         "--steps steps and the continuous-time VDM bound, with the decoder "
-        "N(x; z_0/alpha_0, sigma_0^2/alpha_0^2).")
+        "N(x; z_0/alpha_0, sigma_0^2/alpha_0^2); for a binomial-chain model (bits or spins) "
+        "the bound of the reverse bit-flip chain that nonequil sample runs, over its T "
+        "steps, in nats per sample and per bit (--method ode does not apply to bits).")
     p.add_argument("model", metavar="MODEL.h5", help="model file written by nonequil train")
     p.add_argument("data", metavar="DATA.h5", help="HDF5 file with the points /samples[N, ...]")
     p.add_argument("--dataset", default="/samples", metavar="PATH",
@@ -52,7 +56,8 @@ def add(sub, base, run):
     p.add_argument("--seed", type=seed_type, default=0,
                    help="Philox seed of the Hutchinson probes and the ELBO noise (default 0)")
     p.add_argument("--steps", type=_positive, metavar="K",
-                   help="elbo: steps of the discrete bound (default 1000; T - 1 for ddpm)")
+                   help="elbo: steps of the discrete bound (default 1000; T - 1 for ddpm; "
+                   "the binomial chain always uses its T)")
     p.add_argument("--time-samples", type=_positive, default=64, metavar="M",
                    help="elbo: stratified log-SNR values per point for the VDM bound "
                    "(default 64)")
@@ -77,7 +82,7 @@ def _line(info):
 
 def _check(a, model):
     from .errors import InputError
-    from .likelihood import METHODS
+    from .likelihood import BINOMIAL_ODE_ERROR, METHODS
     from .samplers import CONTINUOUS, _process_name
 
     if a.method not in METHODS:
@@ -85,7 +90,9 @@ def _check(a, model):
     if a.trace not in ("auto", "exact", "hutchinson"):
         raise InputError(f"--trace {a.trace}: unknown; valid: auto, exact, hutchinson")
     proc = _process_name(model)
-    ok = CONTINUOUS if a.method == "ode" else CONTINUOUS + ("ddpm",)
+    if proc == "binomial" and a.method == "ode":
+        raise InputError(f"{a.model}: {BINOMIAL_ODE_ERROR}")
+    ok = CONTINUOUS if a.method == "ode" else CONTINUOUS + ("ddpm", "binomial")
     if proc not in ok:
         raise InputError(f"--method {a.method} needs a model of process {', '.join(ok)}; "
                          f"{a.model} is a {proc} model"
@@ -101,6 +108,7 @@ def _cmd_likelihood(a):
     from .cli import Progress
     from .errors import InputError
     from .likelihood import likelihood
+    from .samplers import _process_name
     from .store import read_samples
 
     model = models.load(a.model)
@@ -121,10 +129,13 @@ def _cmd_likelihood(a):
                          "needs at least 2")
     res = likelihood(model, x, method=a.method, seed=a.seed, weights=a.weights,
                      steps=a.steps, n_time=a.time_samples, rtol=a.rtol, atol=a.atol,
-                     trace=a.trace, batch=a.batch, callback=prog)
+                     trace=a.trace, batch=a.batch, callback=prog,
+                     source=f"{a.data}:{a.dataset}")
     prog.end_line()
     res.update({"model": a.model, "data": f"{a.data}:{a.dataset}", "units": "nats, data "
                 "units (normalisation Jacobian included)"})
+    if _process_name(model) == "binomial":
+        res["units"] = "nats; a probability mass of the bits (no Jacobian), per sample and per bit"
     if res.get("hutchinson") and not a.quiet:
         prog.note("note: Hutchinson trace estimator (dimension > 64): the per-point "
                   "log-likelihoods are unbiased and their noise is in the standard error")

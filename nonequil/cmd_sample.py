@@ -15,6 +15,12 @@ t_eps; for the binomial chain the chain index T - k), positions in data units (f
 numbers); ``/parameters`` names the sampler.  The final denoising step of em and pc is in
 ``/samples`` but not in the trajectory.
 
+``--log-weights`` adds ``/log_proposal [n]`` (and ``/log_weights [n]`` when the model's
+training data names its energy; ``nonequil.reweight``); it combines with ``--record-every``
+(``nonequil.reweight.sample_with_log_density``): the samples and log-densities are bitwise
+those of the same run without recording.  ODE (RK45) frames come from the solver's dense
+output between its adaptive steps.
+
 Checks before anything is created: the arguments, ``--out`` (must not exist), the model
 file (exists, HDF5, has a /model group of a score model), the sampler and its options.  The
 file is written as ``SAMPLES.h5.partial`` and renamed on success; on an error it is removed,
@@ -67,7 +73,8 @@ def add(sub, base, run):
                    "/log_proposal (ode with --set method=rk45: the exact ODE density; em, "
                    "ancestral, pc with denoise=false, binomial: the log path ratio), and "
                    "/log_weights = -U/kT - log_proposal when the model's training data file "
-                   "names its energy; see nonequil compare --reweight")
+                   "names its energy (see nonequil compare --reweight); combines with "
+                   "--record-every; CPU only")
     # --- end log-densities ---
     g = p.add_argument_group("distributed (needs Dask: pip install 'nonequil[dist]')")
     g.add_argument("--cluster", metavar="local:N", help="start a local Dask cluster of N "
@@ -186,9 +193,6 @@ def _sample_model(a):
     if getattr(a, "log_weights", False):              # --- log-densities: check first
         from .reweight import check_log_density
 
-        if a.record_every is not None:
-            raise InputError("--log-weights and --record-every cannot be combined; drop "
-                             "one of them")
         opts = check_log_density(cfg, opts)
         cfg = samplers.prepare(model, a.sampler, a.steps, a.seed, a.device, a.engine,
                                a.weights, **opts)
@@ -244,11 +248,14 @@ def _sample_model(a):
             f = h5py.File(partial, "w")
             write_attrs(f.create_group("provenance"), prov)
             trajectory = None
+        if getattr(a, "log_weights", False):          # log-densities, with or without frames
+            from .reweight import sample_with_log_density as draw
+        else:
+            draw = samplers.sample
         try:
-            res = samplers.sample(model, a.n, cfg["sampler"], steps, a.seed, a.device,
-                                  a.record_every, prog, a.first_sample, a.batch, a.engine,
-                                  a.weights, trajectory=trajectory,
-                                  log_density=getattr(a, "log_weights", False), **opts)
+            res = draw(model, a.n, cfg["sampler"], steps, a.seed, a.device, a.record_every,
+                       prog, a.first_sample, a.batch, a.engine, a.weights,
+                       trajectory=trajectory, **opts)
         except RunError as e:
             keep = True
             raise RunError(f"{e}; partial file kept: {partial}") from None

@@ -40,15 +40,41 @@ time t_0 (``t_eps``; t = 1 for a DDPM chain), ``-log p(y) <= L = L_rec + L_prior
 
 Here ``y_hat = (z_t - sigma eps_hat) / m``.  The bounds hold on average over the noise; a
 single point's estimate is unbiased, not a bound.  The VDM bound needs a continuous-time
-process (vp, subvp, ve); for a DDPM chain only the discrete bound is reported.  The binomial
-chain has no Gaussian bound here.
+process (vp, subvp, ve); for a DDPM chain only the discrete bound is reported.
+
+``elbo`` of the binomial (bit-flip) chain (``binomial_elbo``)
+-------------------------------------------------------------
+For binary data (bits x_0 in {0, 1}^D; spins s = 2 x - 1 when the model was trained on
+spins) and the chain of Sohl-Dickstein et al. 2015 (``processes.BinomialChain``), the bound
+of the reverse chain that ``nonequil sample --sampler binomial`` runs -- prior
+``p(x_T) = Bernoulli(1/2)^D`` and the model's factorised reverse kernel ``p(x_{t-1,d} = 1 |
+x_t) = model.prob_prev(x_t, t)``, called exactly as the sampler calls it::
+
+    -log p(x_0) <= L = KL(q(x_T | x_0) || p(x_T))
+                     + sum_{t=2}^{T} E_q KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))
+                     + E_q[-log p(x_0 | x_1)],
+
+with the closed-form Bernoulli posteriors ``q(x_{t-1,d} = 1 | x_t, x_0)``
+(``BinomialChain.posterior_prob_one``); every KL is a sum over bits of Bernoulli KLs, and
+the t = 1 term is the same formula with q = x_0 (the posterior at t = 1 is x_0 itself).
+Each term t draws its own ``x_t ~ q(x_t | x_0)`` (an unbiased Monte Carlo estimate of the
+sum).  The prior term is exact (0 for the default betas, where r_T = 0).  Bits are
+probability masses: there is no Jacobian, and the result is in nats per sample and nats per
+bit.  Its expectation is an upper bound of ``-log p_model(x_0)`` for every x_0, so the mean
+over data is at least the entropy of the data law (both tested by enumeration).
+
+Randomness: purpose 56 (``PURPOSE_SAMPLE + 8``): bit d of ``x_t`` is 1 when ``u_d <=
+q(x_t,d = 1 | x_0)``, u the uniforms of ``kernels.streams.uniforms(seed, 56, walker, t, .)``
+(``kernels.reverse_cpu.bit_flips``, the sampler's layout), walker = the point's absolute
+index.
 
 Randomness (Philox, ``kernels.philox`` purposes ``PURPOSE_SAMPLE + i``; walker = the point's
 absolute index ``first_sample + i``):
 
 * 52: the discrete bound's noise, term k (1..K) uses normal elements ``(k-1) D .. k D - 1``;
 * 53: the continuous bound's noise, time j uses elements ``j D .. (j+1) D - 1``;
-* 54: the continuous bound's stratification shift u: uniform word of counter (walker, 0, 0).
+* 54: the continuous bound's stratification shift u: uniform word of counter (walker, 0, 0);
+* 56: the binomial bound's forward draws ``x_t ~ q(x_t | x_0)``, step t (1..T).
 
 Standard errors are over the points (``std(ddof=1)/sqrt(N)``); they include the Monte Carlo
 noise of the bounds and of Hutchinson's trace, which are independent across points.
@@ -66,7 +92,11 @@ from .samplers import (CONTINUOUS, EXACT_TRACE_MAX_DIM, PURPOSE_PROBE, ExactMode
 PURPOSE_ELBO_NOISE = 52         # kernels.philox.PURPOSE_SAMPLE + 4
 PURPOSE_VDM_NOISE = 53          # + 5
 PURPOSE_VDM_TIME = 54           # + 6
+PURPOSE_BINOMIAL_BOUND = 56     # + 8 (55 is reweight's bootstrap)
 METHODS = ("ode", "elbo")
+BINOMIAL_ODE_ERROR = ("--method ode needs a model of process vp, subvp, ve: a binomial-chain "
+                      "model's data are bits, which have no probability-flow ODE density; "
+                      "use --method elbo (the bound of the bit-flip chain)")
 
 
 # ====================================================================== ode
@@ -358,14 +388,19 @@ def elbo(model, x, steps=None, n_time=64, seed=0, first_sample=0, batch=4096, we
     """The discrete (Sohl-Dickstein / DDPM) and continuous (VDM) bounds of ``-log p(x)`` for
     data ``x [N, *data_shape]`` (see the module docstring).  ``steps`` K of the discrete bound
     (default 1000; T - 1 for a DDPM chain), ``n_time`` stratified times per point for the VDM
-    bound (``continuous=False`` skips it).  Returns an ``ElboResult`` (nats, data units)."""
+    bound (``continuous=False`` skips it).  Returns an ``ElboResult`` (nats, data units).
+    A binomial-chain model gets ``binomial_elbo`` (``n_time``, ``t_eps``, ``continuous``
+    do not apply)."""
     from kernels import streams
 
     model = as_model(model, t_eps=t_eps)
+    if _process_name(model) == "binomial":
+        return binomial_elbo(model, x, steps=steps, seed=seed, first_sample=first_sample,
+                             batch=batch, weights=weights, callback=callback)
     tm = _Times(model, False)
     if tm.name not in CONTINUOUS + ("ddpm",):
-        raise InputError(f"the ELBO needs a Gaussian process (vp, subvp, ve, ddpm); this "
-                         f"model's process is {tm.name}")
+        raise InputError(f"the ELBO needs a Gaussian process (vp, subvp, ve, ddpm) or the "
+                         f"binomial chain; this model's process is {tm.name}")
     if steps is not None:
         steps = _validate_int("steps", steps, 1, 10**7)
     n_time = _validate_int("n_time", n_time, 1, 10**6)
@@ -439,16 +474,120 @@ def elbo(model, x, steps=None, n_time=64, seed=0, first_sample=0, batch=4096, we
     return out
 
 
+# ====================================================================== binomial chain
+def _bernoulli_kl(q, p):
+    """KL(Bernoulli(q) || Bernoulli(p)) elementwise (nats), with 0 log 0 = 0; +inf where p
+    gives probability 0 to an outcome that q allows."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        one = np.where(q > 0, q * (np.log(q) - np.log(p)), 0.0)
+        zero = np.where(q < 1, (1.0 - q) * (np.log1p(-q) - np.log1p(-p)), 0.0)
+    return one + zero
+
+
+def binomial_bits(model, x, source="the points"):
+    """Bits ``[N, D]`` (float64 in {0, 1}) of binary data ``x [N, *data_shape]`` given in the
+    model's encoding: 0/1 bits, or -1/+1 spins when the model was trained on spins
+    (``model.data_encoding``).  Raises InputError naming ``source`` otherwise."""
+    from .train import _binary
+
+    D = int(model.dim)
+    x = np.asarray(x)
+    if x.ndim == 0 or x.size == 0 or x.size % D:
+        raise InputError(f"{source}: expected a non-empty array of shape [N, "
+                         f"{', '.join(map(str, model.data_shape))}], got shape {x.shape}")
+    x = x.reshape(-1, D)
+    bits, enc = _binary(x, source)
+    want = getattr(model, "data_encoding", None) or "bits"
+    if want == "spins" and np.any(np.asarray(x) == 0):
+        raise InputError(f"{source}: the model was trained on spins -1/+1 but the data hold "
+                         "0/1 bits; give the data as spins (s = 2 x - 1)")
+    if want != "spins" and enc == "spins":
+        raise InputError(f"{source}: the model was trained on 0/1 bits but the data hold "
+                         "-1/+1 spins; give the data as bits (x = (s + 1) / 2)")
+    return bits
+
+
+def _chain_prob(model, xt, t, kw):
+    """``p(x_{t-1} = 1 | x_t)`` [B, D]: ``model.prob_prev`` called exactly as the binomial
+    sampler calls it (``nonequil.samplers._sample_binomial``)."""
+    B = xt.shape[0]
+    p = model.prob_prev(xt.reshape((B,) + tuple(model.data_shape)), t, **kw)
+    return np.asarray(p, np.float64).reshape(B, -1)
+
+
+def binomial_elbo(model, x, steps=None, seed=0, first_sample=0, batch=4096, weights="ema",
+                  source="the points", callback=None):
+    """The variational bound of the binomial chain for binary data ``x [N, *data_shape]``
+    (bits, or spins for a spin model), in nats (see the module docstring).  ``steps`` must be
+    None or the chain's T.  Returns an ``ElboResult``: ``nll [N]`` per point, its mean per
+    sample and per bit with the SE over the points; ``terms``: the mean reconstruction
+    (t = 1), prior (exact) and diffusion (t = 2..T) terms."""
+    from kernels.reverse_cpu import bit_flips
+
+    proc = model.process
+    T = int(proc.T)
+    if steps is not None and steps != T:
+        raise InputError(f"steps {steps}: the binomial chain's bound uses all of its T = {T} "
+                         f"steps; drop --steps or give {T}")
+    seed = _validate_int("seed", seed, 0, 2**64 - 1)
+    batch = _validate_int("batch", batch, 1)
+    first_sample = _validate_int("first_sample", first_sample, 0, 2**32 - 1)
+    x0_all = binomial_bits(model, x, source)
+    N, D = x0_all.shape
+    if first_sample + N > 2**32:
+        raise InputError("first_sample + N must be at most 2**32 (point indices are 32-bit)")
+    kw = {"weights": weights} if hasattr(model, "ema") else {}
+    prior = np.sum(_bernoulli_kl(proc.marginal_prob_one(x0_all, T), 0.5), axis=1)
+    rec = np.empty(N)
+    diff = np.zeros(N)
+    for a in range(0, N, batch):
+        b = min(N, a + batch)
+        x0 = x0_all[a:b]
+        xt = np.empty_like(x0)
+        for t in range(1, T + 1):
+            marg = np.ascontiguousarray(proc.marginal_prob_one(x0, t), np.float64)
+            bit_flips(seed, PURPOSE_BINOMIAL_BOUND, first_sample + a, t, marg, xt)
+            q = proc.posterior_prob_one(xt, x0, t)
+            kl = np.sum(_bernoulli_kl(q, _chain_prob(model, xt, t, kw)), axis=1)
+            if t == 1:
+                rec[a:b] = kl
+            else:
+                diff[a:b] += kl
+            if callback is not None and (t % 10 == 0 or t == T):
+                callback({"stage": "binomial bound", "step": a * T + (b - a) * t,
+                          "steps": N * T})
+    nll = prior + rec + diff
+    if not np.all(np.isfinite(nll)):
+        i = int(np.argwhere(~np.isfinite(nll))[0, 0])
+        raise RunError(f"elbo: the bound of point {first_sample + i} is infinite: the model's "
+                       "reverse kernel gives probability 0 to a bit the forward chain allows "
+                       "(a saturated prob_prev)")
+    mu, se = _mean_se(nll)
+    out = ElboResult(nll, mu, mu / D, se)
+    out.terms = {"reconstruction": float(np.mean(rec)), "prior": float(np.mean(prior)),
+                 "diffusion_discrete": float(np.mean(diff)), "log_det_normalisation": 0.0}
+    out.info = dict(method="elbo", steps=T, n_time=None, t_0=1.0, t_max=float(T),
+                    process="binomial", weights=weights, seed=seed,
+                    decoder="Bernoulli(x_0; prob_prev(x_1, 1)), the chain's last step")
+    return out
+
+
 def likelihood(model, x, method="ode", seed=0, weights="ema", steps=None, n_time=64,
-               rtol=1e-6, atol=1e-6, trace="auto", batch=4096, callback=None):
+               rtol=1e-6, atol=1e-6, trace="auto", batch=4096, callback=None,
+               source="the points"):
     """``method="ode"``: the exact probability-flow log-likelihood (``ode_likelihood``, RK45
-    with ``rtol``/``atol``, ``trace``); ``"elbo"``: the bounds (``elbo``).  Returns a flat dict
-    with at least ``method, n, dim, nll_nats_per_sample, nll_nats_per_dim, se`` (nats, data
-    units; for elbo the discrete bound, with ``elbo_*`` and ``vdm_*`` keys for both bounds)."""
+    with ``rtol``/``atol``, ``trace``); ``"elbo"``: the bounds (``elbo``; ``binomial_elbo``
+    for a binomial-chain model, whose bits have no ODE density).  Returns a flat dict with at
+    least ``method, n, dim, nll_nats_per_sample, nll_nats_per_dim, se`` (nats, data units;
+    for elbo the discrete bound, with ``elbo_*`` and ``vdm_*`` keys for both bounds).
+    ``source`` names the data in error messages."""
     if method not in METHODS:
         raise InputError(f"unknown likelihood method {method!r}; valid: {', '.join(METHODS)}")
     m = as_model(model)
     D = int(m.dim)
+    binary = _process_name(m) == "binomial"
+    if method == "ode" and binary:
+        raise InputError(BINOMIAL_ODE_ERROR)
     if method == "ode":
         r = ode_likelihood(m, x, method="rk45", rtol=rtol, atol=atol, trace=trace, seed=seed,
                            batch=batch, weights=weights, callback=callback)
@@ -461,8 +600,12 @@ def likelihood(model, x, method="ode", seed=0, weights="ema", steps=None, n_time
         if r.info["trace"] == "hutchinson":
             out["hutchinson"] = True
         return out
-    r = elbo(m, x, steps=steps, n_time=n_time, seed=seed, weights=weights, batch=batch,
-             callback=callback)
+    if binary:
+        r = binomial_elbo(m, x, steps=steps, seed=seed, weights=weights, batch=batch,
+                          source=source, callback=callback)
+    else:
+        r = elbo(m, x, steps=steps, n_time=n_time, seed=seed, weights=weights, batch=batch,
+                 callback=callback)
     out = {"method": "elbo", "n": int(r.nll.size), "dim": D,
            "nll_nats_per_sample": r.nll_nats_per_sample,
            "nll_nats_per_dim": r.nll_nats_per_dim, "se": r.se, "se_per_dim": r.se / D,

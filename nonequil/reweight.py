@@ -25,6 +25,13 @@ sampling (``sample(..., log_density=True)``, ``nonequil sample --log-weights``):
 * ``binomial`` samples (Ising): the same path weight with bit-flip kernels, the forward
   kernel ``q(x_t | x_{t-1})`` as B and the model's ``p(x_{t-1} | x_t)`` as P; prior 2^-D.
 
+Recording: ``sample_with_log_density`` (used by ``nonequil sample --log-weights``) also
+records the reverse trajectory (``record_every``) without changing the samples or the
+log-proposals by a bit: the em / ancestral / pc frames are those of the Python engine, the
+binomial frames the decoded states, and the ode (RK45) frames the solver's dense output
+between its adaptive steps (exact at t_max and t_eps).  Log-densities are computed on the
+CPU only.
+
 Estimators (``reweight``): ``log w = -U/kT - log_proposal``;
 ``Z_hat = mean(w)``, the free energy ``F = -kT log Z_hat`` (biased by O(1/N); consistent);
 the effective sample size ``ESS = (sum w)^2 / sum w^2``; self-normalised observables
@@ -57,8 +64,9 @@ def check_log_density(cfg, options):
     sampler options.  Raises InputError naming what to change."""
     name = cfg["sampler"]
     if cfg["device"] != "cpu":
-        raise InputError("log-densities (--log-weights) are computed on the CPU only; use "
-                         "--device cpu")
+        raise InputError("log-densities (--log-weights) are computed on the CPU only (the "
+                         "CUDA kernels do not accumulate path weights or ODE densities); "
+                         "use --device cpu")
     if name == "ode":
         if cfg["opts"]["method"] != "rk45":
             raise InputError("log-densities of ode samples come from the adaptive RK45 "
@@ -89,9 +97,11 @@ def _log_normal(r, c):
     return -0.5 * np.sum(r * r, axis=1) / (c * c) - D * math.log(c) - 0.5 * D * LOG_2PI
 
 
-def path_batch(cfg, y, first):
+def path_batch(cfg, y, first, rec_stage=None, rec=None):
     """Run the stage plan of em / ancestral / pc on one batch (in place on y [B, D], the
-    prior draw) with the Python engine and return ``sum_k [log P - log B]`` per row."""
+    prior draw) with the Python engine and return ``sum_k [log P - log B]`` per row.
+    ``rec[r] = y`` (normalised units) after ``rec_stage[r]`` stages, for the frames after
+    stage 0 (the caller stores the prior draw): the frames of ``samplers.sample``."""
     from kernels.reverse_cpu import apply_stage
 
     from .samplers import PURPOSE_CHAIN, _Eval
@@ -103,6 +113,9 @@ def path_batch(cfg, y, first):
     d = np.zeros_like(y)
     acc = np.zeros(y.shape[0])
     k = 0
+    if rec_stage is None:
+        rec_stage = np.zeros(0, np.int64)
+    r = int(np.searchsorted(rec_stage, 0, side="right"))
     for s in range(plan.S):
         c = plan.coef[s]
         if plan.kinds[s] != 0 or plan.noise[s] < 0 or not c[2] > 0:
@@ -127,14 +140,23 @@ def path_batch(cfg, y, first):
                                  "noise; the path weight is undefined")
             acc -= _log_normal(y_old - a * y, cc)
             k += 1
+        while r < rec_stage.size and rec_stage[r] == s + 1:
+            rec[r] = y
+            r += 1
     return acc
 
 
-def ode_batch(cfg, y, trace="auto"):
+def ode_batch(cfg, y, trace="auto", frame_times=None, rec=None):
     """Integrate the probability-flow ODE with RK45 from y [B, D] at t_max to t_eps together
     with ``log p`` (in place on y); returns ``(int_{t_eps}^{t_max} div F dt [B], trace,
-    evaluations)``."""
-    from scipy.integrate import solve_ivp
+    evaluations)``.
+
+    SciPy's ``RK45`` is stepped here as ``solve_ivp`` steps it (the same steps and bits).
+    ``rec[r]`` (normalised units) gets the state at ``frame_times[r]`` (decreasing, after
+    t_max; the caller stores the prior draw at t_max): the solver's own state where a step
+    ends there (always at t_eps), else its 4th-order dense output within the step, as
+    ``solve_ivp(t_eval=...)`` gives it."""
+    from scipy.integrate import RK45
 
     from .likelihood import _Div
     from .samplers import EXACT_TRACE_MAX_DIM, PURPOSE_PROBE
@@ -156,24 +178,36 @@ def ode_batch(cfg, y, trace="auto"):
         dy, dl = div(zz[:B * D].reshape(B, D), t)
         return np.concatenate([dy.ravel(), dl])
 
-    sol = solve_ivp(fun, (plan.grid[0], plan.grid[-1]), np.concatenate([y.ravel(),
-                    np.zeros(B)]), method="RK45", rtol=float(o["rtol"]), atol=float(o["atol"]))
-    if not sol.success:
-        raise RunError(f"ode rk45 with log-density failed: {sol.message}")
-    zz = sol.y[:, -1]
+    times = np.zeros(0) if frame_times is None else np.asarray(frame_times, np.float64)
+    solver = RK45(fun, float(plan.grid[0]), np.concatenate([y.ravel(), np.zeros(B)]),
+                  float(plan.grid[-1]), rtol=float(o["rtol"]), atol=float(o["atol"]))
+    r = int(np.searchsorted(-times, -float(plan.grid[0]), side="right"))
+    while solver.status == "running":
+        message = solver.step()
+        if solver.status == "failed":
+            raise RunError(f"ode rk45 with log-density failed: {message}")
+        while r < times.size and times[r] >= solver.t:
+            zr = solver.y if times[r] == solver.t else solver.dense_output()(times[r])
+            rec[r] = zr[:B * D].reshape(B, D)
+            r += 1
+    zz = solver.y
     y[:] = zz[:B * D].reshape(B, D)
     return -zz[B * D:], trace, div.nfev
 
 
-def sample_log_density(cfg, n, first_sample, bs, callback=None):
+def sample_log_density(cfg, n, first_sample, bs, callback=None, fsteps=None,
+                       trajectory=None):
     """Samples [n, *data_shape] (data units) and ``log_proposal [n]`` for a ``prepare``
-    result (Gaussian samplers; see the module docstring).  Returns (samples, log_q, info)."""
+    result (Gaussian samplers; see the module docstring).  Returns (samples, log_q, info).
+    With ``fsteps`` (recorded steps, ``samplers.frame_steps_for``), each batch's frames
+    ``[R, b, D]`` (data units) go to ``trajectory(start, frames)``; recording does not
+    change the samples or log-densities."""
     from threadpoolctl import threadpool_limits
 
     from .likelihood import normalised_points
     from .samplers import _prior, _threads
 
-    model, seed = cfg["model"], cfg["seed"]
+    model, seed, plan = cfg["model"], cfg["seed"], cfg["plan"]
     D = int(model.dim)
     ps = float(model.prior_std)
     _, log_scale = normalised_points(model, np.zeros((1, D)))
@@ -181,23 +215,31 @@ def sample_log_density(cfg, n, first_sample, bs, callback=None):
     logq = np.empty(n)
     t0 = time.perf_counter()
     info = {"trace": None, "network_evaluations": 0}
+    fsteps = np.zeros(0, np.int64) if fsteps is None else fsteps
+    R = fsteps.size
+    rec_stage = plan.step_end[fsteps] if R else None
     with threadpool_limits(limits=_threads(model), user_api="blas"):
         for a in range(0, n, bs):
             b = min(n, a + bs)
             y = _prior(model, seed, first_sample + a, b - a)
+            rec = np.empty((R, b - a, D))
+            rec[fsteps == 0] = y
             lp = -0.5 * np.sum(y * y, axis=1) / ps**2 - 0.5 * D * math.log(2 * math.pi * ps**2)
             if cfg["sampler"] == "ode":
                 cfg["first"] = first_sample + a
-                ell, info["trace"], ne = ode_batch(cfg, y)
+                ell, info["trace"], ne = ode_batch(cfg, y, frame_times=plan.grid[fsteps],
+                                                   rec=rec)
                 info["network_evaluations"] += ne
                 lq = lp + ell
             else:
-                lq = lp + path_batch(cfg, y, first_sample + a)
+                lq = lp + path_batch(cfg, y, first_sample + a, rec_stage, rec)
             if not (np.all(np.isfinite(y)) and np.all(np.isfinite(lq))):
                 raise RunError(f"sampler {cfg['sampler']} produced a non-finite sample or "
                                "log-density; the score model or the step count is unusable")
             samples[a:b] = model.to_data(y).reshape((b - a,) + samples.shape[1:])
             logq[a:b] = lq - log_scale
+            if R:
+                trajectory(a, model.to_data(rec.reshape(R * (b - a), D)).reshape(R, b - a, D))
             if callback is not None:
                 el = time.perf_counter() - t0
                 callback({"step": b, "steps": n, "samples": b, "n": n, "frames": 0,
@@ -209,6 +251,65 @@ def sample_log_density(cfg, n, first_sample, bs, callback=None):
     if info["trace"] == "hutchinson":
         info["note"] += "; " + HUTCHINSON_NOTE
     return samples, logq, info
+
+
+def sample_with_log_density(model, n, sampler=None, steps=None, seed=0, device="cpu",
+                            record_every=None, callback=None, first_sample=0, batch=None,
+                            engine="auto", weights="ema", t_eps=None, trajectory=None,
+                            **options):
+    """``samplers.sample(..., log_density=True)`` that may also record the reverse trajectory
+    (``record_every``, ``trajectory`` as there): a ``SampleResult`` with ``log_proposal``
+    and, when recorded, ``frames [R, n, D]`` (data units), ``frame_steps``, ``frame_times``.
+
+    The samples and log-proposals are bitwise those of the same call without recording: the
+    batches are the same (``batch``, default ``samplers.DEFAULT_BATCH``; the frames of one
+    batch, R x batch x D numbers, are held in memory).  The frames of em, ancestral and pc
+    are those of ``samplers.sample(..., engine="python", denoise=False)``; the binomial
+    chain's are its decoded states; ode (RK45) frames are interpolated within a step by the
+    solver's dense output, with the exact state at t_max and t_eps."""
+    from . import samplers as S
+
+    n = S._validate_int("n", n, 1, 2**32)
+    first_sample = S._validate_int("first_sample", first_sample, 0, 2**32 - 1)
+    if first_sample + n > 2**32:
+        raise InputError("first_sample + n must be at most 2**32 (walker indices are 32-bit)")
+    cfg = S.prepare(model, sampler, steps, seed, device, engine, weights, t_eps, **options)
+    opts = check_log_density(cfg, options)
+    if opts != options:
+        cfg = S.prepare(model, sampler, steps, seed, device, engine, weights, t_eps, **opts)
+    if record_every is not None:
+        record_every = S._validate_int("record_every", record_every, 1)
+    bs = min(n, S._validate_int("batch", batch, 1) if batch is not None else S.DEFAULT_BATCH)
+    model, plan, steps = cfg["model"], cfg["plan"], cfg["steps"]
+    fsteps = S.frame_steps_for(steps, record_every)
+    R, D = fsteps.size, int(model.dim)
+    if R and trajectory is None and 8 * R * n * D > 4 * S.FRAME_BYTES:
+        raise InputError(f"recording {R} frames of {n} samples x {D} numbers needs "
+                         f"{8 * R * n * D / 2**30:.1f} GiB in memory; record fewer frames "
+                         "(a larger --record-every) or write them to a file")
+    t0 = time.perf_counter()
+    frames = (np.empty((R, n, D), np.int8 if cfg["sampler"] == "binomial" else np.float64)
+              if R and trajectory is None else None)
+
+    def keep(a, fr):
+        frames[:, a:a + fr.shape[1]] = fr
+
+    sink = trajectory if trajectory is not None else keep
+    if cfg["sampler"] == "binomial":
+        res = S._sample_binomial(cfg, n, first_sample, bs, fsteps, callback, sink, t0, True)
+        res.frames = frames
+        return res
+    if plan.pilot:
+        S._pilot(model, cfg["parts"], plan, cfg["tm"], cfg["seed"], int(cfg["opts"]["pilot"]),
+                 float(cfg["opts"]["snr"]))
+    xs, lq, extra = sample_log_density(cfg, n, first_sample, bs, callback, fsteps, sink)
+    info = dict(sampler=cfg["sampler"], steps=steps, seed=cfg["seed"], options=cfg["opts"],
+                engine="python" if cfg["sampler"] != "ode" else "rk45", device="cpu",
+                first_sample=first_sample, t_eps=float(plan.grid[-1]),
+                t_max=float(plan.grid[0]), weights=cfg["weights"],
+                seconds=time.perf_counter() - t0, **extra)
+    return S.SampleResult(xs, frames, fsteps if R else None,
+                          plan.grid[fsteps] if R else None, info, lq)
 
 
 def binomial_log_ratio(process, x_old, x_new, p, t):

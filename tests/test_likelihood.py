@@ -133,10 +133,13 @@ def test_elbo_of_mlp_and_ddpm_models_in_data_units():
         likelihood.elbo(d, np.zeros((3, 1)), steps=1000)
 
 
-def test_elbo_refuses_the_binomial_chain():
+def test_elbo_of_the_binomial_chain_is_its_own_bound():
+    """A binomial-chain model gets the bit-flip chain's bound (tests/test_binomial_bound.py),
+    not a Gaussian one: no VDM bound, steps = T, no normalisation Jacobian."""
     m = _mlp_model(dim=3, width=8, depth=1, process="binomial")
-    with pytest.raises(InputError, match="Gaussian process"):
-        likelihood.elbo(m, np.zeros((3, 3)))
+    r = likelihood.elbo(m, np.zeros((3, 3)))
+    assert r.nll_vdm is None and r.info["steps"] == 100 and r.info["process"] == "binomial"
+    assert r.terms["log_det_normalisation"] == 0.0 and np.all(np.isfinite(r.nll))
 
 
 # ------------------------------------------------------------------------- the CLI

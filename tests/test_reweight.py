@@ -137,10 +137,68 @@ def test_log_density_option_checks():
     for kw, msg in cases:
         with pytest.raises(InputError, match=msg):
             samplers.sample(gs, 4, steps=5, log_density=True, **kw)
+    with pytest.raises(InputError, match="CPU only .*use --device cpu"):
+        reweight.check_log_density({"sampler": "em", "device": "cuda"}, {})
     from tests.test_samplers import _ddpm_model
 
     with pytest.raises(InputError, match="noise-free"):
         samplers.sample(_ddpm_model(), 4, "ancestral", steps=5, log_density=True)
+
+
+# ------------------------------------------------------------------------- with frames
+@pytest.mark.parametrize("name,kw", [("em", {}), ("ancestral", {}), ("pc", {"pilot": 8}),
+                                     ("ode", {"method": "rk45"})])
+def test_log_densities_with_recorded_frames(name, kw):
+    """Deterministic: ``sample_with_log_density`` with ``record_every`` gives bitwise the
+    samples and log-proposals of ``samplers.sample(log_density=True)`` without recording
+    (batches of 4 agree to rounding: the Python engine's BLAS), frames at steps 0, 3, 6, 9, 10
+    starting at the prior draw and ending at the samples; the em, ancestral and pc frames
+    are bitwise those of the plain Python-engine sampler with denoise=false."""
+    m = _mlp_model(dim=2)
+    ref = samplers.sample(m, 9, name, steps=10, seed=3, log_density=True, **kw)
+    r = reweight.sample_with_log_density(m, 9, name, steps=10, seed=3, record_every=3, **kw)
+    assert np.array_equal(r.samples, ref.samples)
+    assert np.array_equal(r.log_proposal, ref.log_proposal)
+    assert list(r.frame_steps) == [0, 3, 6, 9, 10] and r.frames.shape == (5, 9, 2)
+    assert np.array_equal(r.frames[-1], r.samples)
+    assert np.array_equal(r.frames[0], m.to_data(samplers._prior(m, 3, 0, 9)))
+    assert np.allclose(r.frame_times, np.linspace(1.0, 1e-3, 11)[[0, 3, 6, 9, 10]],
+                       rtol=0, atol=1e-12)
+    if name == "ode":
+        return
+    b = reweight.sample_with_log_density(m, 9, name, steps=10, seed=3, record_every=3,
+                                         batch=4, **kw)
+    for u, v in ((b.samples, r.samples), (b.frames, r.frames),
+                 (b.log_proposal, r.log_proposal)):    # BLAS rounding of other batch shapes
+        assert np.allclose(u, v, rtol=1e-12, atol=1e-10)
+    plain = samplers.sample(m, 9, name, steps=10, seed=3, record_every=3, engine="python",
+                            **(kw if name == "ancestral" else dict(kw, denoise=False)))
+    assert np.array_equal(plain.frames, r.frames)
+
+
+def test_ode_frames_follow_the_ode():
+    """Deterministic: at rtol = atol = 1e-10 the RK45 log-density run's interpolated frames
+    equal those of the plain RK45 sampler to 1e-6 (data units), while the final samples are
+    the solver's own state."""
+    m = _mlp_model(dim=2)
+    kw = dict(method="rk45", rtol=1e-10, atol=1e-10)
+    r = reweight.sample_with_log_density(m, 5, "ode", steps=10, seed=3, record_every=3, **kw)
+    plain = samplers.sample(m, 5, "ode", steps=10, seed=3, record_every=3, **kw)
+    assert np.max(np.abs(r.frames - plain.frames)) < 1e-6
+
+
+def test_binomial_log_densities_with_recorded_frames():
+    """Deterministic: the binomial chain's samples and path ratios do not change when its
+    frames are recorded; the frames are int8 spins ending at the samples."""
+    model = ExactBinomial(np.array([0.1, 0.7, 0.5]), "spins")
+    ref = samplers.sample(model, 20, seed=3, log_density=True)
+    r = reweight.sample_with_log_density(model, 20, seed=3, record_every=30)
+    assert np.array_equal(r.samples, ref.samples)
+    assert np.array_equal(r.log_proposal, ref.log_proposal)
+    assert list(r.frame_steps) == [0, 30, 60, 90, 100] and r.frames.dtype == np.int8
+    assert np.array_equal(r.frames[-1], r.samples)
+    plain = samplers.sample(model, 20, seed=3, record_every=30)
+    assert np.array_equal(plain.frames, r.frames)
 
 
 # ------------------------------------------------------------------------- the CLI
@@ -199,6 +257,35 @@ def test_cli_sample_log_weights_and_compare_reweight(chain_files, tmp_path, caps
     assert not os.path.exists(str(out) + ".partial")
 
 
+@pytest.mark.parametrize("sampler,extra", [("em", ("--steps", 10)),
+                                           ("ode", ("--steps", 10, "--set", "method=rk45")),
+                                           ("binomial", ())])
+def test_cli_log_weights_with_record_every(chain_files, tmp_path, sampler, extra):
+    """``sample --log-weights --record-every`` writes /samples, /log_proposal, /log_weights
+    (where the training data names its law) and the H5MD trajectory in one file; they are
+    bitwise those of the run without --record-every."""
+    m, mpath, data = chain_files
+    if sampler == "binomial":               # spins, no training law: /log_proposal only
+        mpath = tmp_path / "bits.h5"
+        _mlp_model(dim=2, width=8, depth=1, process="binomial",
+                   encoding="spins").write(str(mpath))
+    outs = [tmp_path / "plain.h5", tmp_path / "rec.h5"]
+    for out, rec in zip(outs, ((), ("--record-every", 4))):
+        assert _cli("sample", mpath, "--n", 12, "--sampler", sampler, "--seed", 2,
+                    "--log-weights", *extra, *rec, "--out", out, "--quiet") == 0
+    K = 100 if sampler == "binomial" else 10
+    with h5py.File(outs[0]) as f, h5py.File(outs[1]) as g:
+        keys = ["samples", "log_proposal"] + (["log_weights"] if sampler != "binomial" else [])
+        assert ("log_weights" in f) == (sampler != "binomial")
+        for k in keys:
+            assert f[k][()].tobytes() == g[k][()].tobytes(), k
+        assert "particles" not in f
+        pos = g["particles/ensemble/position"]
+        assert list(pos["step"][()]) == list(range(0, K, 4)) + [K]
+        assert np.array_equal(pos["value"][-1], g["samples"][()].reshape(12, 2))
+    assert not os.path.exists(str(outs[1]) + ".partial")
+
+
 def test_cli_reweight_errors(chain_files, tmp_path, capsys):
     m, mpath, data = chain_files
     plain = tmp_path / "plain.h5"
@@ -210,8 +297,8 @@ def test_cli_reweight_errors(chain_files, tmp_path, capsys):
         (("sample", mpath, "--sampler", "ode", "--log-weights", "--out", out), "method=rk45"),
         (("sample", mpath, "--sampler", "em", "--set", "denoise=true", "--log-weights",
           "--out", out), "denoise=false"),
-        (("sample", mpath, "--log-weights", "--record-every", 2, "--set", "method=rk45",
-          "--out", out), "cannot be combined"),
+        (("sample", mpath, "--sampler", "em", "--log-weights", "--device", "cuda", "--out",
+          out), "--device cpu"),
     ]
     with h5py.File(plain, "a") as f:
         f["log_short"] = np.zeros(3)
