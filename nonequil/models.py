@@ -63,8 +63,15 @@ In every case ``eps_hat = a(t) y_t + J(t) o`` with per-time scalars ``a`` and ``
 (``affine(t)``), and the score is ``-eps_hat / sigma``.
 
 The binomial chain (Sohl-Dickstein et al. 2015) uses the same network with inputs
-``2 x_t - 1`` (bits in {0, 1}, no normalisation) and outputs the logits of
-``p(x_{t-1} = 1 | x_t)`` per bit (``prob_prev``); it has no eps or score.
+``s = 2 x_t - 1`` (bits in {0, 1}, no normalisation) and outputs the logits of
+``p(x_{t-1} = 1 | x_t)`` per bit (``prob_prev``); it has no eps or score.  The logit is
+``stay_logit(t) s + o`` (``logit_skip``, see ``BinomialChain.stay_logit``).  With
+``patch = k`` (odd, >= 3; spins on a 2-D periodic lattice [L1, L2]) the network is local:
+one MLP, shared by all sites, maps the k x k periodic neighbourhood of a site (row-major,
+centred on it) and the time features to that site's o -- a convolution with a k x k
+receptive field per reverse step, as for images in Sohl-Dickstein et al.  Its input rows
+are ``[patch_1 .. patch_{k^2}, time features]`` and its output layer has one unit.  A dense
+MLP narrower than D cannot represent the local correlations of a 16 x 16 Ising lattice.
 
 Storage
 -------
@@ -184,6 +191,7 @@ class ModelConfig:
     gaussian_term: bool = False
     t_eps: float = None          # None: T_EPS[process] (continuous processes only)
     logit_skip: bool = None      # binomial: the per-bit skip logit; None = on for binomial
+    patch: int = 0               # binomial on a 2-D lattice: k x k local network; 0 = dense
 
     def validate(self):
         from kernels.mlp_cpu import activation_code
@@ -219,6 +227,13 @@ class ModelConfig:
                              "whitened data) and a Gaussian process")
         if self.logit_skip not in (None, True, False):
             raise InputError(f"logit_skip must be true or false, got {self.logit_skip!r}")
+        if not isinstance(self.patch, (int, np.integer)) or isinstance(self.patch, bool) or \
+                not (self.patch == 0 or (3 <= self.patch <= 15 and self.patch % 2 == 1)):
+            raise InputError(f"patch must be 0 (a dense network) or an odd size 3..15 of the "
+                             f"local neighbourhood, got {self.patch!r}")
+        if self.patch and self.process != "binomial":
+            raise InputError(f"patch (a local network on a spin lattice) applies to the "
+                             f"binomial chain only, not {self.process}")
         if self.logit_skip and self.process != "binomial":
             raise InputError(f"logit_skip applies to the binomial chain only, not {self.process}")
         if self.process == "binomial" and self.normalize != "diag":
@@ -293,7 +308,13 @@ class MLPScoreModel:
             self.unwhiten = np.asarray(unwhiten, np.float64).reshape(self.dim, self.dim)
         self.np_dtype = np.dtype(config.dtype)
         self.act = mlp_cpu.activation_code(config.activation)
+        if config.patch and (len(self.data_shape) != 2
+                             or min(self.data_shape) < config.patch):
+            raise InputError(f"patch={config.patch} needs spins on a 2-D lattice of at least "
+                             f"{config.patch} x {config.patch} sites, got data shape "
+                             f"{list(self.data_shape)}; use patch=0 (a dense network)")
         self.sizes = self.layer_sizes(config, self.dim)
+        self.n_in = self.sizes[0] - 2 * config.n_freq     # state columns of an input row
         self.offsets = mlp_cpu.mlp_layout(self.sizes)
         self.n_params = mlp_cpu.n_params(self.offsets)
         self.freqs = mlp_cpu.fourier_frequencies(config.n_freq, config.f_min, config.f_max)
@@ -321,6 +342,8 @@ class MLPScoreModel:
     # ------------------------------------------------------------------ construction
     @staticmethod
     def layer_sizes(config, dim):
+        if config.patch:                  # local: a site's neighbourhood -> its logit
+            return [config.patch ** 2 + 2 * config.n_freq] + [config.width] * config.depth + [1]
         return [dim + 2 * config.n_freq] + [config.width] * config.depth + [dim]
 
     @classmethod
@@ -425,26 +448,27 @@ class MLPScoreModel:
         y = np.asarray(y)
         B = y.shape[0]
         X = out if out is not None else np.empty((B, self.sizes[0]), self.np_dtype)
-        X[:, :self.dim] = y
+        X[:, :self.n_in] = y
         tau = np.ascontiguousarray(np.broadcast_to(self.noise_feature(t), (B,)), np.float64)
         if X.dtype == np.float64:
-            mlp_cpu.fourier_embed_into(tau, self.freqs, X, self.dim)
+            mlp_cpu.fourier_embed_into(tau, self.freqs, X, self.n_in)
         else:
             E = np.empty((B, 2 * self.freqs.size))
             mlp_cpu.fourier_embed_into(tau, self.freqs, E, 0)
-            X[:, self.dim:] = E
+            X[:, self.n_in:] = E
         return X
 
     def net(self, y, t, weights="ema"):
-        """Raw network output o [B, D] at normalised states y and times t."""
+        """Raw network output o [B, D] at normalised states y and times t (a local binomial
+        model: y are neighbourhood rows [B, patch^2] and o is [B, 1])."""
         from kernels import mlp_cpu
         from threadpoolctl import threadpool_limits
 
         theta = self._weights(weights)
-        y = np.asarray(y, np.float64).reshape(-1, self.dim)
+        y = np.asarray(y, np.float64).reshape(-1, self.n_in)
         B = y.shape[0]
         t = np.broadcast_to(np.asarray(t, np.float64), (B,))
-        out = np.empty((B, self.dim), self.np_dtype)
+        out = np.empty((B, self.sizes[-1]), self.np_dtype)
         with threadpool_limits(limits=self.threads or DEFAULT_BLAS_THREADS, user_api="blas"):
             for a, b in _chunks(B):
                 X = self.net_input(y[a:b], t[a:b])
@@ -546,10 +570,51 @@ class MLPScoreModel:
             raise InputError("prob_prev is defined for the binomial chain only")
         x = np.asarray(x, np.float64).reshape(-1, self.dim)
         ti = self._int_times(np.broadcast_to(np.asarray(t), (x.shape[0],)))
-        o = self.net(2.0 * x - 1.0, t, weights)
+        if self.config.patch:
+            o = self._local_net(2.0 * x - 1.0, ti, weights)
+        else:
+            o = self.net(2.0 * x - 1.0, t, weights)
         if self.config.skip:
             o = o + self.process.stay_logit(ti)[:, None] * (2.0 * x - 1.0)
         return (0.5 * (1.0 + np.tanh(0.5 * o))).reshape((-1,) + self.data_shape)
+
+    def _local_net(self, s, t, weights="ema"):
+        """o [B, D] of a local model (``patch``) at spins s [B, D] and times t [B]: the
+        network on every site's neighbourhood, the time features computed once per sample;
+        in groups of samples of about 65536 site rows."""
+        from kernels import mlp_cpu
+        from threadpoolctl import threadpool_limits
+
+        theta = self._weights(weights)
+        B, D, k2 = s.shape[0], self.dim, self.n_in
+        tau = np.ascontiguousarray(self.noise_feature(t), np.float64)
+        E = np.empty((B, 2 * self.freqs.size))
+        mlp_cpu.fourier_embed_into(tau, self.freqs, E, 0)
+        o = np.empty((B * D, 1), self.np_dtype)
+        G = max(1, 65536 // D)
+        X = np.empty((min(B, G) * D, self.sizes[0]), self.np_dtype)
+        with threadpool_limits(limits=self.threads or DEFAULT_BLAS_THREADS, user_api="blas"):
+            for a in range(0, B, G):
+                b = min(B, a + G)
+                Xg = X[:(b - a) * D]
+                Xg[:, :k2] = self.site_patches(s[a:b])
+                Xg[:, k2:] = np.repeat(E[a:b], D, axis=0)
+                mlp_cpu.mlp_forward_into(theta, self.offsets, self.act, Xg, o[a * D:b * D])
+        return o.astype(np.float64).reshape(B, D)
+
+    def site_patches(self, s):
+        """The k x k periodic neighbourhoods (``patch = k``) of every site of states s
+        [B, D] (D = L1 L2, row-major): rows [B D, k^2], sample-major then site, each row the
+        neighbourhood in row-major order centred on its site."""
+        k, (L1, L2) = self.config.patch, self.data_shape
+        s = np.asarray(s).reshape(-1, L1, L2)
+        B, h = s.shape[0], k // 2
+        P = np.empty((B * L1 * L2, k * k), self.np_dtype)
+        V = P.reshape(B, L1, L2, k * k)           # a view: P is contiguous
+        for i in range(k):
+            for j in range(k):
+                V[..., i * k + j] = np.roll(s, (h - i, h - j), axis=(1, 2))
+        return P
 
     # ------------------------------------------------------------------ storage
     def attrs(self):

@@ -118,26 +118,10 @@ FORMAT = 1
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(ModelConfig):
     """Every setting of a training run; the defaults are the product contract (DESIGN.md
     "Defaults are a product contract"): see ``DEFAULTS_RATIONALE``."""
-    # forward process and model (nonequil.models.ModelConfig)
-    process: str = "vp"
-    schedule: str = "linear"
-    process_params: dict = dataclasses.field(default_factory=dict)
-    width: int = 128
-    depth: int = 3
-    activation: str = "silu"
-    n_freq: int = 8
-    f_min: float = 0.25
-    f_max: float = 8.0
-    time_input: str = "logsnr"
-    parametrisation: str = "eps"
-    dtype: str = "float64"
-    normalize: str = "diag"
-    gaussian_term: bool = False
-    t_eps: float = None
-    logit_skip: bool = None
+    # forward process and model: the fields of nonequil.models.ModelConfig (inherited)
     # optimisation
     steps: int = 20000
     batch: int = 512
@@ -403,12 +387,13 @@ class _Trainer:
         # work arrays
         dt = self.model.np_dtype
         m = self.model
-        self.X = np.empty((self.B, m.sizes[0]), dt)
-        self.net = ShardedNet(m, self.B, self.threads)
-        self.out = np.empty((self.B, self.D), dt)
-        self.dY = np.empty((self.B, self.D), dt)
+        rows = self.B * self.D if self.mc.patch else self.B    # local: one row per site
+        self.X = np.empty((rows, m.sizes[0]), dt)
+        self.net = ShardedNet(m, rows, self.threads)
+        self.out = np.empty((rows, m.sizes[-1]), dt)
+        self.dY = np.empty((rows, m.sizes[-1]), dt)
         self.grad = np.empty(m.n_params, dt)
-        self.dX = np.empty((self.B, m.sizes[0]), dt)
+        self.dX = np.empty((rows, m.sizes[0]), dt)
         self.block_steps = _block_steps(self.B, self.D)
         self._block = None
 
@@ -579,7 +564,10 @@ class _Trainer:
         D = self.D
         m = self.model
         X = self.X
-        X[:, D:] = blk["emb"][a:b]
+        if self.mc.patch:                   # local network: each sample's time on its sites
+            X[:, m.n_in:] = np.repeat(blk["emb"][a:b], D, axis=0)
+        else:
+            X[:, D:] = blk["emb"][a:b]
         if self.binomial:
             self._binomial_inputs(self.Y0[blk["rows"][a:b]], blk, a, b)
         else:
@@ -587,7 +575,8 @@ class _Trainer:
             X[:, :D] = yt
         if self.binomial:
             self.net.forward_cache(X, self.out)
-            loss = self._binomial_loss(self.out.astype(np.float64) + self._skip)
+            o = self.out.astype(np.float64).reshape(self.B, D)    # (local: [B D, 1])
+            loss = self._binomial_loss(o + self._skip)
             if not math.isfinite(loss):
                 raise _NonFinite(k + 1, "loss", loss)
             self.net.backward(self.dY, self.grad, self.dX)
@@ -634,7 +623,10 @@ class _Trainer:
         p1 = p.marginal_prob_one(x0, t[:, None])
         xt = (blk["u"][a:b] <= p1).astype(np.float64)
         self._q = np.asarray(p.posterior_prob_one(xt, x0, t[:, None]), np.float64)
-        self.X[:, :self.D] = 2.0 * xt - 1.0
+        if self.mc.patch:
+            self.X[:, :self.model.n_in] = self.model.site_patches(2.0 * xt - 1.0)
+        else:
+            self.X[:, :self.D] = 2.0 * xt - 1.0
         self._skip = (p.stay_logit(t)[:, None] * (2.0 * xt - 1.0)
                       if self.cfg.model_config().skip else 0.0)
 
@@ -650,7 +642,7 @@ class _Trainer:
         kl = ent - q * log_p - (1.0 - q) * log_1mp
         loss = T * float(np.sum(kl)) / (B * D)
         p = 0.5 * (1.0 + np.tanh(0.5 * o))
-        self.dY[...] = (T / (B * D)) * (p - q)
+        self.dY[...] = ((T / (B * D)) * (p - q)).reshape(self.dY.shape)
         return loss
 
 
