@@ -68,9 +68,10 @@ The binomial chain (Sohl-Dickstein et al. 2015) uses the same network with input
 ``stay_logit(t) s + o`` (``logit_skip``, see ``BinomialChain.stay_logit``).  With
 ``patch = k`` (odd, >= 3; spins on a 2-D periodic lattice [L1, L2]) the network is local:
 one MLP, shared by all sites, maps the k x k periodic neighbourhood of a site (row-major,
-centred on it) and the time features to that site's o -- a convolution with a k x k
-receptive field per reverse step, as for images in Sohl-Dickstein et al.  Its input rows
-are ``[patch_1 .. patch_{k^2}, time features]`` and its output layer has one unit.  A dense
+centred on it), the configuration's mean spin and the time features to that site's o -- a
+convolution with a k x k receptive field per reverse step, as for images in Sohl-Dickstein
+et al., plus the order parameter.  Its input rows are ``[patch_1 .. patch_{k^2}, mean(s),
+time features]`` and its output layer has one unit.  A dense
 MLP narrower than D cannot represent the local correlations of a 16 x 16 Ising lattice.
 
 Storage
@@ -342,8 +343,9 @@ class MLPScoreModel:
     # ------------------------------------------------------------------ construction
     @staticmethod
     def layer_sizes(config, dim):
-        if config.patch:                  # local: a site's neighbourhood -> its logit
-            return [config.patch ** 2 + 2 * config.n_freq] + [config.width] * config.depth + [1]
+        if config.patch:       # local: a site's neighbourhood and the mean spin -> its logit
+            return ([config.patch ** 2 + 1 + 2 * config.n_freq] + [config.width] * config.depth
+                    + [1])
         return [dim + 2 * config.n_freq] + [config.width] * config.depth + [dim]
 
     @classmethod
@@ -603,17 +605,20 @@ class MLPScoreModel:
         return o.astype(np.float64).reshape(B, D)
 
     def site_patches(self, s):
-        """The k x k periodic neighbourhoods (``patch = k``) of every site of states s
-        [B, D] (D = L1 L2, row-major): rows [B D, k^2], sample-major then site, each row the
-        neighbourhood in row-major order centred on its site."""
+        """The state columns of a local model's rows (``patch = k``) for states s [B, D]
+        (D = L1 L2, row-major): rows [B D, k^2 + 1], sample-major then site; each row is the
+        site's k x k periodic neighbourhood in row-major order centred on it, then the mean
+        of s over the whole configuration (the order parameter: without it a local network
+        cannot pick one sign of the magnetisation in the ordered phase, and makes domains)."""
         k, (L1, L2) = self.config.patch, self.data_shape
         s = np.asarray(s).reshape(-1, L1, L2)
         B, h = s.shape[0], k // 2
-        P = np.empty((B * L1 * L2, k * k), self.np_dtype)
-        V = P.reshape(B, L1, L2, k * k)           # a view: P is contiguous
+        P = np.empty((B * L1 * L2, k * k + 1), self.np_dtype)
+        V = P.reshape(B, L1, L2, k * k + 1)       # a view: P is contiguous
         for i in range(k):
             for j in range(k):
                 V[..., i * k + j] = np.roll(s, (h - i, h - j), axis=(1, 2))
+        V[..., k * k] = s.mean(axis=(1, 2))[:, None, None]
         return P
 
     # ------------------------------------------------------------------ storage
