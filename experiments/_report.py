@@ -142,8 +142,11 @@ class Report:
     def file(self, name, what):
         self.files.append({"file": name, "what": what})
 
-    def step(self, label, command, seconds):
-        self.steps.append({"step": label, "command": command, "seconds": _num(seconds)})
+    def step(self, label, command, seconds, cpu_seconds=None):
+        """A step of the run: its wall time and (when given) the CPU time of this process
+        over it, all threads (``time.process_time``; the load-independent cost)."""
+        self.steps.append({"step": label, "command": command, "seconds": _num(seconds),
+                           "cpu_seconds": _num(cpu_seconds)})
 
     def note(self, text):
         self.notes.append(text)
@@ -211,9 +214,9 @@ class Report:
             for f in self.figures:
                 L += [f"![{f['caption']}]({f['file']})", "", f"*{f['caption']}*", ""]
         if self.steps:
-            L += ["", "## Steps", "", "| step | command | seconds |", "|---|---|---|"]
-            L += [f"| {st['step']} | `{st['command']}` | {fmt(st['seconds'], digits=3)} |"
-                  for st in self.steps]
+            L += ["", "## Steps", "", "| step | command | seconds | CPU-s |", "|---|---|---|---|"]
+            L += [f"| {st['step']} | `{st['command']}` | {fmt(st['seconds'], digits=3)} | "
+                  f"{fmt(st.get('cpu_seconds'), digits=3)} |" for st in self.steps]
         if self.files:
             L += ["", "## Files", ""] + [f"- `{f['file']}`: {f['what']}" for f in self.files]
         return "\n".join(L) + "\n"
@@ -274,21 +277,22 @@ class Context:
 
         args = [str(a) for a in argv] + (["--quiet"] if self.quiet else [])
         ns = cli.build_parser().parse_args(args)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ns.handler(ns)
         dt = time.perf_counter() - t0
         self.report.step(label, "nonequil " + " ".join(shlex.quote(self.shown(a))
-                                                       for a in argv), dt)
+                                                       for a in argv), dt,
+                         time.process_time() - c0)
         self.log(f"{self.report.name}: {label} done in {dt:.1f} s")
         return dt
 
     @contextlib.contextmanager
     def stage(self, label, what):
         """Time a library step (no verb) and record it as a step of the report."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         yield
         dt = time.perf_counter() - t0
-        self.report.step(label, what, dt)
+        self.report.step(label, what, dt, time.process_time() - c0)
         self.log(f"{self.report.name}: {label} done in {dt:.1f} s")
 
     def figure(self, fig, name, caption):

@@ -21,6 +21,16 @@ Likelihood (bits per sample of the 2-D point, on held-out exact draws):
 K - L_null does not depend on the data's scale (both shift by -2 log2 of the scale).  The
 checks: K <= L_exact up to 5 SE (a bound), K - L_null > 0 (the model beats the null model),
 and (L_exact - K) within 0.1 bits (full) / 0.5 bits (quick) for the continuous bound.
+
+The paper (Sohl-Dickstein et al. 2015, arXiv:1503.03585v8, Table 1) reports for its swiss roll
+K = 2.35 bits and K - L_null = 6.45 bits, with L_null the log-likelihood of the identity-
+covariance Gaussian pi(x) after the data were "scaled by a constant to give them variance 1";
+the two entries imply L_null = -4.10 bits = -log2(2 pi e) for 2-D unit-variance data, which is
+this script's null model (the training mean, the mean per-coordinate variance).  K - L_null
+is scale-free but not thickness-free: it depends on the roll's noise relative to its length.
+The paper does not state its roll's noise, so the report compares K - L_null with 6.45 bits
+as a value (not a pass/fail check) and states, by quadrature, the ceiling L_exact - L_null of
+this script's roll and the roll noise at which that ceiling equals the paper's 6.45 bits.
 """
 import math
 import sys
@@ -46,15 +56,24 @@ QUICK = dict(n_data=5000, train_steps=1500, width=64, batch=256, n_samples=1000,
 FULL = dict(n_data=50000, train_steps=20000, width=128, batch=512, n_samples=5000,
             sampler_steps=1000, record_every=50, n_test=5000, elbo_steps=1000, n_time=64)
 TOL_GAP = (0.1, 0.5)            # bits: L_exact - K (continuous bound), full / quick
+# Sohl-Dickstein et al. 2015, Table 1, swiss roll (bits per 2-D sample, data scaled to unit
+# variance); read from the text of arXiv:1503.03585v8 (ICML 2015 version).
+PAPER = {"K": 2.35, "K_minus_null": 6.45,
+         "source": "Sohl-Dickstein, Weiss, Maheswaranathan & Ganguli 2015, 'Deep Unsupervised "
+                   "Learning using Nonequilibrium Thermodynamics', ICML, arXiv:1503.03585v8, "
+                   "Table 1 (swiss roll: K = 2.35 bits, K - L_null = 6.45 bits)"}
 
 
-def _exact_logpdf(x, n_grid=20001):
+def _exact_logpdf(x, n_grid=20001, noise=NOISE):
     """log p(x) of the swiss roll [n, 2] by the trapezoidal rule over u on n_grid points
-    (nats, data units): p(x) = int_0^1 N(x; scale (t cos t, t sin t), (scale noise)^2 I) du."""
+    (nats, data units): p(x) = int_0^1 N(x; scale (t cos t, t sin t), (scale noise)^2 I) du.
+    The grid spacing along the roll (about 0.0045 in unscaled units: an arc length of ~89
+    over 20000 intervals) stays below the noise for noise >= 0.005, where the rule's error,
+    ~exp(-2 pi^2 noise^2 / spacing^2), is far below the sampling error."""
     u = np.linspace(0.0, 1.0, n_grid)
     t = 1.5 * np.pi * (1.0 + 2.0 * u)
     c = SCALE * np.stack([t * np.cos(t), t * np.sin(t)], 1)          # [G, 2]
-    s2 = (SCALE * NOISE) ** 2
+    s2 = (SCALE * noise) ** 2
     w = np.full(n_grid, 1.0 / (n_grid - 1))
     w[[0, -1]] *= 0.5
     out = np.empty(len(x))
@@ -77,6 +96,90 @@ def _null_logpdf(x, train):
 def _bits(v):
     return np.asarray(v, np.float64) / LN2
 
+
+def _ceiling(noise, n, seed):
+    """L_exact - L_null (bits, mean over n exact draws; the null model fitted on n other
+    draws) of the swiss roll with this noise: the largest K - L_null any model can reach."""
+    from nonequil import datasets
+
+    p = {"noise": noise, "scale": SCALE}
+    train = datasets.generate("swiss-roll", n, p, seed=seed).samples
+    test = datasets.generate("swiss-roll", n, p, seed=seed + 1).samples
+    return float(_bits(_exact_logpdf(test, noise=noise) - _null_logpdf(test, train)).mean())
+
+
+def _matching_noise(target, n, seed, lo=0.005, hi=1.0, iters=12):
+    """The roll noise whose ceiling L_exact - L_null equals ``target`` bits, by bisection in
+    log(noise) (the ceiling falls as the noise grows; the same Philox draws at every noise,
+    so the estimate is smooth in the noise).  Returns ``(noise, ceiling)``."""
+    for _ in range(iters):
+        mid = math.sqrt(lo * hi)
+        if _ceiling(mid, n, seed) > target:
+            lo = mid
+        else:
+            hi = mid
+    mid = math.sqrt(lo * hi)
+    return mid, _ceiling(mid, n, seed)
+
+
+def _paper_comparison(ctx, s, nll_vdm, lx, ln, train):
+    """K - L_null against Sohl-Dickstein et al. 2015's Table 1 (values, not checks: the paper
+    does not state its roll's noise, on which K - L_null depends)."""
+    rep = ctx.report
+    K = _bits(-nll_vdm)
+    d = K - _bits(ln)
+    se = float(d.std(ddof=1) / math.sqrt(d.size))
+    s2 = float(train.var(0).mean())
+    K_unit = K + math.log2(s2)          # the data scaled by 1/sqrt(s2): unit variance
+    ceil = _bits(lx - ln)
+    rep.value("paper_K_minus_null", "Sohl-Dickstein et al. 2015 Table 1: K - L_null, swiss "
+              "roll (bits)", PAPER["K_minus_null"], note=PAPER["source"])
+    rep.value("paper_K", "Sohl-Dickstein et al. 2015 Table 1: K, swiss roll, unit-variance "
+              "data (bits)", PAPER["K"], note=PAPER["source"])
+    rep.value("paper_L_null", "the paper's implied L_null = K - (K - L_null) (bits)",
+              PAPER["K"] - PAPER["K_minus_null"],
+              note=f"-log2(2 pi e) = {-math.log2(2 * math.pi * math.e):.3f} bits is the "
+              "expected log-likelihood of 2-D unit-variance data under N(0, I): the paper's "
+              "scaling and null model are this script's (up to the table's rounding)")
+    rep.value("K_minus_null_vdm_minus_paper", "this run's K - L_null (continuous bound) minus "
+              "the paper's 6.45 bits", d.mean() - PAPER["K_minus_null"], se,
+              note=f"this roll's ceiling L_exact - L_null is {ceil.mean():.3f} bits: the "
+              "paper's value is out of reach on these data, whatever the model")
+    rep.value("K_vdm_unit_variance", "K (continuous bound) with the data scaled to unit "
+              "variance, as in the paper (bits)", K_unit.mean(),
+              float(K.std(ddof=1) / math.sqrt(K.size)),
+              note=f"K + log2(s^2), s^2 = {s2:.4g} the mean per-coordinate variance of the "
+              "training data")
+    n, iters = (200, 8) if ctx.quick else (2000, 12)
+    with ctx.stage("the roll noise matching the paper's K - L_null", f"bisection of the "
+                   f"quadrature ceiling L_exact - L_null over the noise ({n} draws, {iters} "
+                   "halvings of log(noise) in [0.005, 1])"):
+        noise, c = _matching_noise(PAPER["K_minus_null"], n, ctx.seed + 200, iters=iters)
+    rep.value("paper_matching_noise", "roll noise (sklearn units, before scaling) at which "
+              "L_exact - L_null = the paper's 6.45 bits", noise,
+              note=f"ceiling there {c:.3f} bits; this run's roll has noise {NOISE:g}: the "
+              "paper's roll must be at least this thin (its K is a lower bound)")
+    rep.table("K - L_null against Sohl-Dickstein et al. 2015 (bits per 2-D sample; scale-free)",
+              ["source", "roll noise", "K - L_null (bits)", "SE", "ceiling L_exact - L_null"],
+              [["this run, continuous (VDM) bound", NOISE, d.mean(), se, ceil.mean()],
+               ["Sohl-Dickstein et al. 2015, Table 1 (40-step RBF model)",
+                "not stated", PAPER["K_minus_null"], "—", f">= {PAPER['K_minus_null']}"],
+               ["exact density (quadrature) of a roll this thin", noise, c, "—", c]])
+    rep.note(f"Scaling: the data are scale = {SCALE:g} times the unit-noise roll (sklearn "
+             "make_swiss_roll columns (x, z) / 10); K and L_null each shift by log2 of the "
+             "Jacobian under a change of scale (+log2(s^2) bits when the data are divided by "
+             "s), K - L_null does not.  The paper scaled its data to unit variance and used "
+             "N(0, I) as the null model; this script's null model, the isotropic Gaussian "
+             "with the training mean and the mean per-coordinate variance, is the same after "
+             f"that scaling.  Compared value: {PAPER['source']}, read from the stored text "
+             "of arXiv:1503.03585v8.  K - L_null still depends on the roll's thickness "
+             f"relative to its length: this roll (noise {NOISE:g}) has a ceiling of "
+             f"{ceil.mean():.2f} bits, so the paper's 6.45 bits cannot be reached on it; "
+             f"the ceiling reaches 6.45 bits only at noise ~{noise:.2g}, so the paper's "
+             "(unstated) roll was at least about that thin - a near-noiseless spiral, like "
+             "sklearn's default noise = 0.  The comparison is therefore reported, not "
+             "checked; this run's bound is judged against its own exact ceiling instead "
+             "(the gap check).")
 
 def _likelihood(ctx, s, q, model_path, train):
     import nonequil
@@ -121,12 +224,30 @@ def _likelihood(ctx, s, q, model_path, train):
     rows.append(["exact (quadrature)", _bits(lx).mean(), _bits(lx - ln).mean(), 0.0])
     rep.table("Log-likelihood in bits per 2-D sample (held-out exact draws)",
               ["model", "K (bits)", "K - L_null (bits)", "L_exact - K (bits)"], rows)
-    rep.note(f"Scaling: the data are scale = {SCALE:g} times the unit-noise roll (sklearn "
-             "make_swiss_roll columns (x, z) / 10); K and L_null each shift by -2 log2(scale) "
-             "bits under a change of scale, K - L_null does not.  The value the paper reports "
-             "for K - L_null (Sohl-Dickstein et al. 2015, Table 1) was not available to this "
-             "run from a source it could cite, so it is not used as a reference here; "
-             "L_exact - L_null is the largest K - L_null any model can reach on these data.")
+    _paper_comparison(ctx, s, r.nll_vdm, lx, ln, train)
+    if rep.checks["K_minus_null_discrete"]["verdict"] == "FAIL":
+        _explain_discrete(ctx, s, model, rows)
+
+
+def _explain_discrete(ctx, s, model, rows):
+    """Why the discrete bound is looser than the continuous one (a note with the figures)."""
+    t0, t1 = float(model.t_eps), float(model.t_max)
+    m, sig = (np.asarray(v, np.float64).ravel()
+              for v in model.m_sigma(np.array([t0, t0 + (t1 - t0) / s["elbo_steps"]])))
+    lam = np.log(m * m / (sig * sig))
+    m1, s1 = (float(np.ravel(v)[0]) for v in model.m_sigma(np.array([t1])))
+    span = lam[0] - math.log(m1 * m1 / (s1 * s1))
+    ctx.report.note(
+        f"The discrete bound fails 'K - L_null > 0' although the continuous bound passes: "
+        f"its slack L_exact - K is {rows[1][3]:.3f} bits against {rows[0][3]:.3f} bits.  The "
+        f"discrete bound uses {s['elbo_steps']} steps uniform in t from t_eps = {t0:g} "
+        f"(nonequil.likelihood.elbo), and log SNR falls by {lam[0] - lam[1]:.2f} of its "
+        f"{span:.1f} range in the first step alone (SNR {np.exp(lam[0]):.3g} -> "
+        f"{np.exp(lam[1]):.3g}); each step charges its whole SNR drop at the step's end, so "
+        "the first few steps dominate the gap.  The continuous (VDM) bound is the limit of "
+        "infinitely many steps and is the one judged against the exact ceiling; the "
+        "discrete bound's failure is that of its grid (uniform in t, a library choice), "
+        "not evidence against the model.")
 
 
 def _forward(ctx, model, x0, times):
