@@ -206,9 +206,10 @@ def test_gan_optimum_quick(tmp_path):
 def test_ising_quick(tmp_path):
     """ising --quick (L = 8, T = 1.8 and 3.0): the Wolff data pass Kaufman's exact energy
     within 5 SE (checked); the binomial-chain and GAN energies and mean |m| are finite and
-    physical (-2 <= e <= 0 per spin, 0 <= |m| <= 1).  The quick diffusion energy check is
-    allowed to FAIL (800 training steps under-train the chain; the report says so), but it
-    must exist and, when it fails, the report must explain it."""
+    physical (-2 <= e <= 0 per spin, 0 <= |m| <= 1), for both binomial-chain networks (dense
+    and local).  The quick diffusion energy checks are allowed to FAIL (800 training steps
+    under-train the chains; the report says so), but they must exist and, when one fails,
+    the report must explain it."""
     from nonequil.analytic import ising_kaufman
 
     out, res, text = _quick("ising", tmp_path)
@@ -217,17 +218,18 @@ def test_ising_quick(tmp_path):
     _verdicts(res, ["mc_energy_T1p8", "mc_energy_T3"])
     for T, tag in ((1.8, "T1p8"), (3.0, "T3")):
         assert c[f"mc_energy_{tag}"]["reference"] == pytest.approx(ising_kaufman(8, T).energy)
-        e = c[f"diffusion_energy_{tag}"]
-        assert -2.0 <= e["value"] <= 0.0 and e["tolerance"] == pytest.approx(
-            0.1 * abs(e["reference"]))
+        for who in ("diffusion", "local"):                    # dense and local networks
+            e = c[f"{who}_energy_{tag}"]
+            assert -2.0 <= e["value"] <= 0.0 and e["tolerance"] == pytest.approx(
+                0.1 * abs(e["reference"]))
         assert -2.0 <= v[f"gan_energy_{tag}"]["value"] <= 0.0
-        for who in ("data", "diffusion", "gan"):
+        for who in ("data", "diffusion", "local", "gan"):
             assert 0.0 <= v[f"{who}_abs_m_{tag}"]["value"] <= 1.0
     assert v["data_abs_m_T1p8"]["value"] > 0.9                 # ordered below Tc
-    if any(c[k]["verdict"] == "FAIL" for k in c if k.startswith("diffusion_")):
-        assert "under-trained" in text
-    for f in ("data_T3.h5", "samples_T3.h5", "gan_samples_T3.h5", "ising_histograms.png",
-              "ising_configurations.png"):
+    if any(c[k]["verdict"] == "FAIL" for k in c if k.startswith(("diffusion_", "local_"))):
+        assert "diffusion fails" in text and "local network" in text
+    for f in ("data_T3.h5", "samples_T3.h5", "local_samples_T3.h5", "gan_samples_T3.h5",
+              "ising_histograms.png", "ising_configurations.png"):
         assert (out / f).is_file()
 
 
