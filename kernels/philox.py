@@ -78,6 +78,7 @@ U8 = np.uint64(8)
 U16 = np.uint64(16)
 U27 = np.uint64(27)
 U32 = np.uint64(32)
+U51 = np.uint64(51)
 U52 = np.uint64(52)
 U10 = np.uint64(10)
 U63 = np.uint64(63)
@@ -123,6 +124,8 @@ LN2_HI = 6.93147180369123816490e-01   # fdlibm split of ln 2
 LN2_LO = 1.90821492927058770002e-10
 SQRT2 = 1.4142135623730951
 HALF_PI = 1.5707963267948966
+HALF_TURN_Q = np.uint64(1 << 50)      # 1/2 in units of 2**-51 (q = 4u = m 2**-51)
+HALF_PI_M51 = HALF_PI * 2.0 ** -51    # exact: a power-of-two scaling of HALF_PI
 
 
 @scalar
@@ -236,10 +239,40 @@ def sincos_turns(u):
 
 
 @scalar
+def sincos_turns53(hi, lo):
+    """``sincos_turns(uniform53(hi, lo))``, bit for bit, with the reduction done in integers.
+
+    With m = bits53(hi, lo), q = 4u = m 2**-51 exactly, so the nearest quadrant
+    k = floor(q + 1/2) = (m + 2**50) >> 51 and the exact remainder (q - k) 2**51 = m - k 2**51,
+    an integer of magnitude <= 2**50 that converts to float64 exactly; r = that times
+    (pi/2) 2**-51 equals ``sincos_turns``' (q - k) pi/2 (scaling by a power of two is exact).
+    The quadrant rotation selects and negates instead of multiplying by 0/1 and +-1 weights
+    (the same values, signed zeros included).  Fewer vector instructions: no float floor, no
+    float->int->float round trip, no weight multiplications.
+    """
+    m = bits53(hi, lo)
+    k = (m + HALF_TURN_Q) >> U51
+    r = float(np.int64(m) - np.int64(k << U51)) * HALF_PI_M51
+    z = r * r
+    sr = r + r * z * (S1 + z * (S2 + z * (S3 + z * (S4 + z * (S5 + z * S6)))))
+    cr = 1.0 - (0.5 * z - z * z * (C1 + z * (C2 + z * (C3 + z * (C4 + z * (C5 + z * C6))))))
+    # quadrant k mod 4 rotates (sin r, cos r): 0: (sr, cr)  1: (cr, -sr)  2: (-sr, -cr)
+    # 3: (-cr, sr)
+    odd = (k & U1) != U0
+    s = cr if odd else sr
+    c = sr if odd else cr
+    if (k & U2) != U0:
+        s = -s
+    if ((k ^ (k >> U1)) & U1) != U0:
+        c = -c
+    return s, c
+
+
+@scalar
 def box_muller(w0, w1, w2, w3):
     """Two standard normals from four 32-bit words (float64)."""
     rad = math.sqrt(-2.0 * log_uniform53(w0, w1))
-    s, c = sincos_turns(uniform53(w2, w3))
+    s, c = sincos_turns53(w2, w3)
     return rad * c, rad * s
 
 

@@ -91,6 +91,35 @@ def test_sincos_turns_accuracy():
         assert abs(c - np.cos(2 * np.pi * u)) < 1e-15
 
 
+def test_sincos_turns53_is_sincos_turns_of_the_uniform_bitwise():
+    """The integer-domain reduction gives ``sincos_turns(uniform53(hi, lo))`` bit for bit
+    (signed zeros included), at the quadrant edges and on random words."""
+    from numba import njit
+
+    @njit
+    def both(words, out):
+        for i in range(words.shape[0]):
+            hi, lo = words[i, 0], words[i, 1]
+            s0, c0 = philox.sincos_turns(philox.uniform53(hi, lo))
+            s1, c1 = philox.sincos_turns53(hi, lo)
+            out[i, 0], out[i, 1], out[i, 2], out[i, 3] = s0, c0, s1, c1
+
+    edges = []
+    for m in [1, 2, 3] + [k * 2**50 + d for k in range(9) for d in (-1, 0, 1)]:
+        if 1 <= m <= 2**53:
+            n = m - 1                                   # m = n + 1 = bits53(hi, lo)
+            edges.append([n >> 27 << 6 | 63, (n & (2**27 - 1)) << 5 | 31])
+    rng = np.random.default_rng(3)
+    words = np.concatenate([np.array(edges, dtype=np.uint64),
+                            rng.integers(0, 2**32, size=(400_000, 2), dtype=np.uint64)])
+    out = np.empty((words.shape[0], 4))
+    both(words, out)
+    assert np.array_equal(out[:, :2].view(np.uint64), out[:, 2:].view(np.uint64))
+    m = np.array([int(philox.bits53(U(h), U(lo))) for h, lo in words[:len(edges)]])
+    assert set(range(9)) <= {int(v) // 2**50 for v in m}         # every quadrant edge hit
+    assert np.any(out[:, 2] == 0.0) and np.any(np.signbit(out[:, 2]) & (out[:, 2] == 0.0))
+
+
 def test_normal_stream_layout():
     """Element j is the cos (even j) / sin (odd j) half of pair q = j >> 1."""
     z = np.empty((3, 6))
