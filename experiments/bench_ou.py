@@ -40,6 +40,13 @@ number of threads T (default: the CPUs this process may run on, capped by Numba'
 count).  When T is smaller than that, the process is pinned to T CPUs so that jax (whose XLA
 thread pool cannot be sized portably) also runs on T cores.
 
+Targets (on the slower of exact and EM, float64, wall-clock ratios; the per-CPU-second ratio
+is printed beside each): >= 5x jax and >= 8x numpy (issue 2), where "numpy" is the plain
+vectorised loop the issue describes (``numpy``, one thread, PCG64); >= 5x the best of numpy
+(plain loop), torch and jax (issue 8); >= 0.8x the raw normal rate.  Next to the numpy and
+best-peer targets, REPORTED lines (status ``REPORTED``, neither PASS nor FAIL) give the same
+ratios against ``numpy_tuned`` (and the best of numpy_tuned, torch and jax).
+
 Each result also carries the sample mean and variance of the final ensemble and those of the
 exact law of the affine chain (a cheap check that every implementation simulates the same
 process).  ``--json`` prints only the JSON document on stdout; progress goes to stderr.

@@ -60,11 +60,13 @@ from .potentials import energy_grad, mb_energy_grad
 # results do not depend on it (blocks are aligned on the absolute walker index)
 LANES = 32
 # ou_lanes: walkers per lane block, and Box-Muller pairs per lane per pass of ``ou_noise``.
-# Measured on the same machine (one thread, walker-steps per CPU-second, the same process,
-# tmp benchmarks of this layout): 4 pairs in lanes of 128 in a separately compiled
-# ``ou_noise`` ran 1.44x the previous layout (2 pairs inlined, lanes of 32); 4 pairs in lanes
-# of 32 / 64 / 256 gave 0.83x / 0.98x / 1.0x of lanes of 128, 6 or 8 pairs fewer (register
-# spills), and the same loop inlined into ou_lanes 0.87x.  Results do not depend on either.
+# Measured on the same machine (2-core AMD EPYC, AVX-512; one thread, walker-steps per
+# CPU-second, variants compiled side by side in one process): 4 pairs in lanes of 128 in a
+# separately compiled ``ou_noise`` ran 1.44x the previous layout (2 pairs inlined into
+# ou_lanes, lanes of 32); with 4 pairs, lanes of 32 / 64 / 256 gave 0.83x / 0.98x / 1.0x of
+# lanes of 128, 6 or 8 pairs were slower (register spills), and the same loop inlined into
+# ou_lanes 0.87x.  bench_ou run back to back against the previous tree: 1.24x-1.31x per
+# CPU-second.  Results do not depend on either constant.
 OU_LANES = 128
 OU_PAIRS = 4
 OU_GROUP = 2 * OU_PAIRS     # stream elements per lane per pass
