@@ -10,9 +10,11 @@ Processes (one walker, D coordinates, step n -> n+1, dt, noise z from the normal
   ``dx = theta (mu - x) dt + sigma dW`` both methods are such a map:
     exact  A = exp(-theta dt), B = mu (1 - A), C = sigma sqrt((1 - A^2) / (2 theta))
     em     A = 1 - theta dt,  B = theta mu dt, C = sigma sqrt(dt)
-  Walkers run in lanes of ``LANES`` innermost, inside a ``prange`` over lane blocks aligned
-  on the absolute walker index (padding lanes are computed and discarded), so that LLVM
-  vectorises Philox, Box-Muller and the update across walkers.
+  Walkers run in lanes of ``OU_LANES`` innermost, inside a ``prange`` over lane blocks
+  aligned on the absolute walker index (padding lanes are computed and discarded), so that
+  LLVM vectorises Philox, Box-Muller and the update across walkers.  The noise of a block
+  comes from ``ou_noise``: ``OU_PAIRS`` Box-Muller pairs per lane per pass, independent
+  chains that keep the out-of-order core busy (the transform is latency-bound with one).
 
 * ``mb_lanes``: overdamped Euler-Maruyama in the Muller-Brown potential without protocol or
   absorption (what ``nonequil.simulate`` runs on the CPU for that case): ``walker_run``'s
@@ -53,15 +55,28 @@ from ._target import cpu_kernel, scalar
 from .philox import PURPOSE_BRIDGE, PURPOSE_NOISE, PURPOSE_VNOISE, normal_j, normal_pair, uniform_pair
 from .potentials import energy_grad, mb_energy_grad
 
-# walkers per lane block.  32 measured 1.11x the walker-steps per CPU-second of 16 (3.28e8
-# against 2.94e8, one thread, the same maths) on a 2-core AMD EPYC with AVX-512; results
-# do not depend on it (blocks are aligned on the absolute walker index)
+# walkers per lane block of mb_lanes.  32 measured 1.11x the walker-steps per CPU-second of
+# 16 (3.28e8 against 2.94e8, one thread, the same maths) on a 2-core AMD EPYC with AVX-512;
+# results do not depend on it (blocks are aligned on the absolute walker index)
 LANES = 32
+# ou_lanes: walkers per lane block, and Box-Muller pairs per lane per pass of ``ou_noise``.
+# Measured on the same machine (2-core AMD EPYC, AVX-512; one thread, walker-steps per
+# CPU-second, variants compiled side by side in one process): 4 pairs in lanes of 128 in a
+# separately compiled ``ou_noise`` ran 1.44x the previous layout (2 pairs inlined into
+# ou_lanes, lanes of 32); with 4 pairs, lanes of 32 / 64 / 256 gave 0.83x / 0.98x / 1.0x of
+# lanes of 128, 6 or 8 pairs were slower (register spills), and the same loop inlined into
+# ou_lanes 0.87x.  bench_ou run back to back against the previous tree: 1.24x-1.31x per
+# CPU-second.  Results do not depend on either constant.
+OU_LANES = 128
+OU_PAIRS = 4
+OU_GROUP = 2 * OU_PAIRS     # stream elements per lane per pass
 U_NOISE = np.uint64(PURPOSE_NOISE)
 U_VNOISE = np.uint64(PURPOSE_VNOISE)
 U_BRIDGE = np.uint64(PURPOSE_BRIDGE)
 U_ZERO = np.uint64(0)
 U_ONE = np.uint64(1)
+U_TWO = np.uint64(2)
+U_THREE = np.uint64(3)
 U_SHIFT = np.uint64(32)
 U_MASK = np.uint64(0xFFFFFFFF)
 
@@ -70,28 +85,56 @@ EXACT_HARMONIC = 1
 BAOAB = 2
 
 
+@cpu_kernel
+def ou_noise(seed, base, q0, buf):
+    """buf[k, l] = element ``2 q0 + k`` (k < OU_GROUP) of walker ``base + l``'s normal stream.
+
+    ``seed``, ``q0`` uint64 (q0 a multiple of OU_PAIRS), purpose PURPOSE_NOISE, walkers
+    ``base .. base + OU_LANES - 1``; ``buf`` float64[OU_GROUP, OU_LANES].  The same numbers
+    as ``normal_j``.  Compiled as a function of its own (not inlined into ``ou_lanes``): LLVM
+    vectorises this simple loop better there, and one call per OU_LANES x OU_GROUP normals
+    costs nothing.
+    """
+    q1 = q0 + U_ONE
+    q2 = q0 + U_TWO
+    q3 = q0 + U_THREE
+    for l in range(OU_LANES):
+        w = np.uint64(base + l)
+        a0, b0 = normal_pair(seed, U_NOISE, w, q0 & U_MASK, q0 >> U_SHIFT)
+        a1, b1 = normal_pair(seed, U_NOISE, w, q1 & U_MASK, q1 >> U_SHIFT)
+        a2, b2 = normal_pair(seed, U_NOISE, w, q2 & U_MASK, q2 >> U_SHIFT)
+        a3, b3 = normal_pair(seed, U_NOISE, w, q3 & U_MASK, q3 >> U_SHIFT)
+        buf[0, l] = a0
+        buf[1, l] = b0
+        buf[2, l] = a1
+        buf[3, l] = b1
+        buf[4, l] = a2
+        buf[5, l] = b2
+        buf[6, l] = a3
+        buf[7, l] = b3
+
+
 @cpu_kernel(parallel=True)
 def ou_lanes(seed, first_walker, step0, nsteps, A, B, C, x, rec_steps, rec_x):
     """Advance walkers x[M, D] from step0 by nsteps; frames at rec_steps go to rec_x.
 
     ``A, B, C``: float arrays of length 1 (constant coefficients) or >= nsteps (per step,
     element ``n - step0`` for the step n -> n+1).  The normal stream is consumed in aligned
-    groups of four elements (two Box-Muller pairs per lane per pass: more independent work
-    for the out-of-order core than one pair); element j of a walker's stream is the same
+    groups of OU_GROUP elements (``ou_noise``); element j of a walker's stream is the same
     number as in ``normal_j``.
     """
     M, D = x.shape
     per_step = 1 if A.shape[0] > 1 else 0
-    wb0 = (first_walker // LANES) * LANES
-    nblk = (first_walker + M - wb0 + LANES - 1) // LANES
+    wb0 = (first_walker // OU_LANES) * OU_LANES
+    nblk = (first_walker + M - wb0 + OU_LANES - 1) // OU_LANES
     R = rec_steps.shape[0]
     useed = np.uint64(seed)
     jend = (step0 + nsteps) * D
     for blk in numba_prange(nblk):
-        base = wb0 + blk * LANES
-        xs = np.zeros((D, LANES), dtype=x.dtype)
-        buf = np.empty((4, LANES), dtype=np.float64)
-        for l in range(LANES):
+        base = wb0 + blk * OU_LANES
+        xs = np.zeros((D, OU_LANES), dtype=x.dtype)
+        buf = np.empty((OU_GROUP, OU_LANES), dtype=np.float64)
+        for l in range(OU_LANES):
             i = base + l - first_walker
             if i >= 0 and i < M:
                 for d in range(D):
@@ -99,18 +142,9 @@ def ou_lanes(seed, first_walker, step0, nsteps, A, B, C, x, rec_steps, rec_x):
         r = 0
         j = step0 * D
         while j < jend:
-            jq = j - (j & 3)
-            q0 = np.uint64(jq >> 1)
-            q1 = q0 + U_ONE
-            for l in range(LANES):
-                w = np.uint64(base + l)
-                a0, b0 = normal_pair(useed, U_NOISE, w, q0 & U_MASK, q0 >> U_SHIFT)
-                a1, b1 = normal_pair(useed, U_NOISE, w, q1 & U_MASK, q1 >> U_SHIFT)
-                buf[0, l] = a0
-                buf[1, l] = b0
-                buf[2, l] = a1
-                buf[3, l] = b1
-            jstop = min(jq + 4, jend)
+            jq = j - j % OU_GROUP
+            ou_noise(useed, base, np.uint64(jq >> 1), buf)
+            jstop = min(jq + OU_GROUP, jend)
             for jj in range(j, jstop):
                 d = jj % D
                 k = jj - jq
@@ -119,17 +153,17 @@ def ou_lanes(seed, first_walker, step0, nsteps, A, B, C, x, rec_steps, rec_x):
                 a = A[kc]
                 b = B[kc]
                 c = C[kc]
-                for l in range(LANES):
+                for l in range(OU_LANES):
                     xs[d, l] = a * xs[d, l] + b + c * buf[k, l]
                 if d == D - 1 and r < R and rec_steps[r] == n + 1:
-                    for l in range(LANES):
+                    for l in range(OU_LANES):
                         i = base + l - first_walker
                         if i >= 0 and i < M:
                             for dd in range(D):
                                 rec_x[r, i, dd] = xs[dd, l]
                     r += 1
             j = jstop
-        for l in range(LANES):
+        for l in range(OU_LANES):
             i = base + l - first_walker
             if i >= 0 and i < M:
                 for d in range(D):

@@ -1,8 +1,13 @@
-"""The Muller-Brown lanes kernel (``kernels.langevin_cpu.mb_lanes``) against ``langevin_run``.
+"""The lanes kernels against per-walker references, bit for bit.
 
-The lanes kernel is a faster schedule of the same arithmetic (same Philox normals, same
-floating-point expressions), so every output must agree bit for bit with the per-walker
-kernel, for unaligned walker offsets, partial lane blocks, chunked steps and blow-ups.
+* ``mb_lanes`` (Muller-Brown) against ``langevin_run``: a faster schedule of the same
+  arithmetic (same Philox normals, same floating-point expressions), so every output must agree
+  bit for bit with the per-walker kernel, for unaligned walker offsets, partial lane blocks,
+  chunked steps and blow-ups.
+* ``ou_lanes`` (and its noise block ``ou_noise``) against a NumPy loop over the normal stream
+  ``normal_j`` (through ``kernels.streams.normals``): unaligned walker offsets and chunk
+  boundaries (j not a multiple of OU_GROUP), D = 1..3, recorded frames, per-step coefficients,
+  float32, and stream elements whose pair index crosses 2**32.
 """
 import numpy as np
 import pytest
@@ -165,3 +170,79 @@ def test_muller_brown_version_is_recorded_and_an_old_checkpoint_refused(tmp_path
     write_checkpoint(ckpt, meta, arrs)
     with pytest.raises(InputError, match="differing fields: potentials.*without --resume"):
         simulate(**kw, out=out2, resume=True)
+
+
+# ---------------------------------------------------------------- ou_lanes
+def _ou_reference(seed, fw, s0, n, A, B, C, x, rec_steps):
+    """x_{m+1} = A x_m + B + C z_m in NumPy, z from ``streams.normals`` (element m D + d)."""
+    from kernels import streams
+
+    M, D = x.shape
+    z = np.empty((M, n * D))
+    streams.normals(np.uint64(seed), np.uint64(1), fw, s0 * D, z)
+    z = z.reshape(M, n, D)
+    x = x.copy()
+    frames = []
+    for m in range(n):
+        k = m if A.shape[0] > 1 else 0
+        x = (A[k] * x + B[k] + C[k] * z[:, m]).astype(x.dtype)
+        if s0 + m + 1 in rec_steps:
+            frames.append(x.copy())
+    return x, frames
+
+
+@pytest.mark.parametrize("fw, M, D, dtype, per_step", [
+    (0, 5, 1, np.float64, False),
+    (K.OU_LANES - 3, 9, 1, np.float64, True),     # a block boundary inside the ensemble
+    (17, 26, 2, np.float64, False),
+    (2**33 + 5, 7, 3, np.float32, True),          # walker counter word wraps (2**33 & MASK)
+    (3, 11, 1, np.float32, False),
+])
+def test_ou_lanes_equals_numpy_reference_bitwise(fw, M, D, dtype, per_step):
+    seed = 77
+    x0 = (np.arange(M * D).reshape(M, D) * 0.37 - 1.0).astype(dtype)
+    chunks = [(0, 3), (3, 1), (4, 11), (15, 10)]     # starts at j = 3 D, 4 D, 15 D: unaligned
+    nall = 25
+    if per_step:
+        t = np.arange(nall)
+        Aall, Ball, Call = 0.9 + 0.001 * t, 0.05 * np.sin(t), 0.3 + 0.01 * t
+    else:
+        Aall, Ball, Call = np.array([0.93]), np.array([0.07]), np.array([0.4])
+    Aall, Ball, Call = (a.astype(dtype) for a in (Aall, Ball, Call))
+    x = x0.copy()
+    for s0, n in chunks:
+        sl = slice(s0, s0 + n) if per_step else slice(0, 1)
+        A, B, C = Aall[sl], Ball[sl], Call[sl]
+        rec_steps = np.arange(s0 + 1, s0 + n + 1, 2, dtype=np.int64)
+        rec_x = np.zeros((len(rec_steps), M, D), dtype=dtype)
+        want, frames = _ou_reference(seed, fw, s0, n, A, B, C, x, set(rec_steps.tolist()))
+        K.ou_lanes(np.uint64(seed), fw, s0, n, A, B, C, x, rec_steps, rec_x)
+        assert x.dtype == dtype
+        assert np.array_equal(x, want), (s0, n)
+        assert len(frames) == len(rec_steps)
+        for r, f in enumerate(frames):
+            assert np.array_equal(rec_x[r], f), (s0, r)
+    assert not np.array_equal(x, x0)                  # the walkers moved
+
+
+def test_ou_lanes_pair_index_crossing_two_to_the_32():
+    """Stream elements j around 2**33 (pair index q = j >> 1 around 2**32: the block word)."""
+    M, D, n = 6, 1, 20
+    s0 = 2**33 - 9                                    # j = s0 .. s0 + 19 crosses 2**33
+    A, B, C = np.array([0.95]), np.array([0.01]), np.array([0.5])
+    x = np.linspace(-1, 1, M).reshape(M, D)
+    want, _ = _ou_reference(5, 40, s0, n, A, B, C, x, set())
+    K.ou_lanes(np.uint64(5), 40, s0, n, A, B, C, x, np.empty(0, dtype=np.int64),
+               np.empty((0, M, D)))
+    assert np.array_equal(x, want)
+
+
+def test_ou_noise_block_is_the_normal_stream():
+    from kernels import streams
+
+    base, q0 = 3 * K.OU_LANES, 2**32 - 2 * K.OU_PAIRS   # the last block before q wraps
+    buf = np.empty((K.OU_GROUP, K.OU_LANES))
+    K.ou_noise(np.uint64(2**40 + 9), base, np.uint64(q0), buf)
+    want = np.empty((K.OU_LANES, K.OU_GROUP))
+    streams.normals(np.uint64(2**40 + 9), np.uint64(1), base, 2 * q0, want)
+    assert np.array_equal(buf, want.T)
