@@ -102,7 +102,7 @@ PURPOSE_INIT = 4         # initial states drawn by nonequil (e.g. --x0 boltzmann
 PURPOSE_VINIT = 5        # initial Maxwell-Boltzmann velocities
 PURPOSE_DATASET = 16     # dataset generators use 16..31
 PURPOSE_TRAIN = 32       # training (batches, times, noise) uses 32..47
-PURPOSE_SAMPLE = 48      # reverse samplers use 48..63 (likelihood: 52..54, reweight: 55)
+PURPOSE_SAMPLE = 48      # reverse samplers use 48..63 (likelihood: 52..54 and 56, reweight: 55)
 PURPOSE_GAN = 64         # GAN training and sampling use 64..79
 
 NORMALS_VERSION = 3      # see "Normal-transform versions" above
