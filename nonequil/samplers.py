@@ -1073,15 +1073,14 @@ def _run_sharded(T, args):
     def run(ab):
         a, b = ab
         if b - a == M:
-            reverse_cpu.reverse_batched(*head, first + a, s0, s1, y[a:b], u[a:b], d[a:b],
-                                        rec_stage, rec[:, a:b], False)
+            reverse_cpu.reverse_shard(*head, first + a, s0, s1, y[a:b], u[a:b], d[a:b],
+                                      rec_stage, rec[:, a:b])
             return
         yp, up, dp = (np.zeros((M, D)) for _ in range(3))
         yp[:b - a], up[:b - a], dp[:b - a] = y[a:b], u[a:b], d[a:b]
         recp = np.zeros((rec.shape[0], M, D))
         recp[:, :b - a] = rec[:, a:b]           # frames the kernel does not write stay
-        reverse_cpu.reverse_batched(*head, first + a, s0, s1, yp, up, dp, rec_stage, recp,
-                                    False)
+        reverse_cpu.reverse_shard(*head, first + a, s0, s1, yp, up, dp, rec_stage, recp)
         y[a:b], u[a:b], d[a:b] = yp[:b - a], up[:b - a], dp[:b - a]
         rec[:, a:b] = recp[:, :b - a]
 
