@@ -44,7 +44,37 @@ Engines (same stages, same noise, same update arithmetic):
   (tested at 1e-12).  Whether BLAS's results for a row depend on the number of rows is up to
   OpenBLAS; in practice they do not (tested: batches of 7 versus all at once).
 
-The caller limits the BLAS threads (``threadpoolctl``) around ``reverse_batched``.
+* ``reverse_shard``: the chunk of the ``sharded`` engine (``nonequil.samplers``): the
+  contract of ``reverse_batched`` for one shard of a fixed number of walkers, with the
+  network cut down to what differs between walkers.  The first layer's time-feature part
+  ``W_0[emb] . emb(tau_s) + b_0`` is the same for every walker at a stage, so it is
+  computed once per stage (``_stage_bias``); per walker only the D-deep product with the
+  state remains, fused with the activation (no BLAS call for the first layer).  The hidden
+  layers are one BLAS call each, followed by bias + activation in place (``act_rows``, with
+  ``silu_fast32`` for float32 SiLU); the output layer is a BLAS call whose bias goes into
+  the update; the update draws one Philox call per coordinate pair for all walkers of the
+  shard (``_update_stage``; ``reverse_batched`` calls ``normal_j`` per coordinate, so two
+  Philox calls per walker for D = 2).  This changes the rounding order (first layer, fused
+  multiply-adds in the activation loops, a different float32 exp polynomial): its outputs
+  agree with ``reverse_batched``'s to about 1e-15 (float64) and 4e-7 (float32) of their
+  scale per evaluation (tested at 1e-13 and 1e-5), not bitwise.  A row's bits depend only
+  on the row and on the shape of the BLAS calls.
+
+The caller limits the BLAS threads (``threadpoolctl``) around ``reverse_batched`` and
+``reverse_shard``.
+
+Speed of ``reverse_shard`` (one thread, one shard of 512 walkers, float32 [18, 128, 128,
+128, 2], em; load ~10, thread CPU time): 862 ns per network evaluation against 1034 for
+``reverse_batched`` on the same shard (1.20x).  Where it goes: the two 128 x 128 products
+680 ns (OpenBLAS sgemm at 97 GFLOP/s, the core's float32 FMA peak), the three SiLU passes
+about 160 (0.43 ns an element; ``mlp_cpu.silu_value`` 0.56), the rest (the first layer's
+products, the output product, Philox noise and update, stage bias) about 45.  What the
+changes saved per evaluation (same measurement): the first layer, a K = 18 BLAS product
+(57 ns) plus bias and SiLU (72), became 76 ns in one pass; the noise and update 58 -> 10
+(one Philox call per pair, vectorised over walkers); the other SiLU passes 72 -> 55 each
+(``silu_fast32`` with fused multiply-adds; 64 without them).  Fusing the last SiLU with the
+output layer in explicit loops was slower (161 ns against 80: the per-row dot products did
+not vectorise) than SiLU in place plus a BLAS call (7 ns).
 
 Speed (2-core Zen 4, network [17, 128, 128, 128, 1], float64): ``reverse_fused`` ran about
 2.4e5 network evaluations per second (8 GMAC/s), 1.2x ``reverse_batched`` with BLAS
@@ -343,8 +373,6 @@ def bit_flips(seed, purpose, first, step, p, x):
                 x[r, k + 1] = 1.0 if uniform53(w2, w3) <= p[r, k + 1] else 0.0
 
 
-
-
 # ---------------------------------------------------------------------------------------
 # reverse_shard: the compiled chunk of the sharded engine
 # ---------------------------------------------------------------------------------------
@@ -374,7 +402,8 @@ def silu_fast32(z):
     """silu(z) = z / (1 + exp(-z)) for a float32 z, in float32 arithmetic (CPU, vectorises).
 
     exp(-z) with -z clamped to [-87, 87] (so 2**n stays a normal float32 and z / (1 + e)
-    needs no branch: for z < -87 the result is ~z e^z, within 1e-36 of it), Cody-Waite
+    needs no branch: for z < -87 the result is z e^-87, under |z| 1.7e-38 in magnitude
+    where the exact value is smaller still; ``silu_value`` gives 0 there), Cody-Waite
     reduction as in ``mlp_cpu.exp_neg32``, the degree-6 minimax polynomial ``F32_E*``.
     Fewer operations than ``mlp_cpu.silu_value`` (no |z|, no select, one division):
     within 2.4 float32 ulp of the exact silu (``silu_value``: 3.4; tested in

@@ -193,8 +193,8 @@ def test_float32_silu_loops_match_float64():
 def test_sampling_silu_fast32_accuracy():
     """The sampling kernel's float32 SiLU (kernels.reverse_cpu.silu_fast32, through the
     array loop act_rows with fused multiply-adds) is within 2.5 float32 ulp of the exact
-    silu for z >= -87 (where its exp is not clamped), within 2e-36 of it below; +inf and
-    NaN pass, -0 gives 0; act_rows in float64 stays the float64 silu (1e-15)."""
+    silu for z >= -87 (where its exp is not clamped), within |z| 1.7e-38 of it below; +inf
+    and NaN pass, -0 gives 0; act_rows in float64 stays the float64 silu (1e-15)."""
     from kernels import reverse_cpu as RC
 
     rng = np.random.default_rng(3)
@@ -210,7 +210,7 @@ def test_sampling_silu_fast32_accuracy():
     assert np.all(np.abs(ref[ok]) >= np.finfo(np.float32).tiny)     # all normal there
     ulp = np.spacing(np.abs(ref[ok]).astype(np.float32)).astype(np.float64)
     assert np.max(np.abs(got[ok] - ref[ok]) / ulp) <= 2.5
-    assert np.max(np.abs(got[~ok] - ref[~ok])) <= 2e-36
+    assert np.all(np.abs(got[~ok] - ref[~ok]) <= 1.7e-38 * np.abs(zd[~ok]))
     edge = np.array([[np.inf], [np.nan], [-0.0]], np.float32)
     RC.act_rows(edge, np.zeros(1, np.float32), M.ACT_SILU)
     assert edge[0, 0] == np.inf and np.isnan(edge[1, 0]) and edge[2, 0] == 0.0
