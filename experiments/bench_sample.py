@@ -13,10 +13,13 @@ not depend on the values) with the Euler-Maruyama reverse-SDE sampler (``em``): 
 * ``nonequil_f32``: the product -- ``nonequil.samplers.sample(model, n, sampler="em",
   steps=S)`` with ``engine="auto"``, what ``nonequil sample`` runs on the CPU
   (``samplers.AUTO_ENGINE``: ``sharded`` for float32 and float64): the chain in chunks of
-  stages inside ``kernels.reverse_cpu.reverse_batched`` (compiled; BLAS forward, Philox noise
-  in the kernel) on fixed-size shards of ``samplers.SHARD_ROWS`` walkers, T shards at a
-  time on a thread pool, single-threaded BLAS.  The engine auto chose is in
-  ``extra.engine_resolved``.
+  stages inside ``kernels.reverse_cpu.reverse_shard`` (compiled: the first layer's time part
+  once per stage, the per-walker first layer fused with SiLU, BLAS for the hidden and output
+  layers, Philox noise in the kernel) on fixed-size shards of ``samplers.SHARD_ROWS``
+  walkers, T shards at a time on a thread pool, single-threaded BLAS.  The engine auto
+  chose is in ``extra.engine_resolved``.  What limits it: about 80 % of its CPU time is the
+  two 128 x 128 sgemm products, which OpenBLAS runs at the core's float32 FMA peak; SiLU is
+  most of the rest (``kernels.reverse_cpu`` docstring).
 * ``nonequil_fused_f32``: ``engine="fused"`` (the ``prange`` kernel
   ``kernels.reverse_cpu.reverse_fused``: walkers in blocks of 16, explicit-loop MLP);
 * ``nonequil_blas_f32``: ``engine="blas"`` (one stage at a time over the whole batch, the
