@@ -781,19 +781,24 @@ def sample(model, n, sampler=None, steps=None, seed=0, device="cpu", record_ever
     ``log_density=True``: also return ``log_proposal [n]``, each sample's log-density under
     the sampler (ode with method rk45) or its log path ratio (em, ancestral, pc, binomial),
     for importance weights (``nonequil.reweight``; em and pc then default to denoise=false;
-    runs on the CPU with the Python engine; no trajectory recording).
+    runs on the CPU with the Python engine; with ``record_every`` / ``trajectory`` the frames
+    are recorded as well, by ``nonequil.reweight.sample_with_log_density``, and the samples and
+    log-proposals keep their bits).
     """
     n = _validate_int("n", n, 1, 2**32)
     first_sample = _validate_int("first_sample", first_sample, 0, 2**32 - 1)
     if first_sample + n > 2**32:
         raise InputError("first_sample + n must be at most 2**32 (walker indices are 32-bit)")
+    if log_density and (record_every is not None or trajectory is not None):
+        from .reweight import sample_with_log_density     # records the frames as well
+
+        return sample_with_log_density(model, n, sampler, steps, seed, device, record_every,
+                                       callback, first_sample, batch, engine, weights, t_eps,
+                                       trajectory, **options)
     cfg = prepare(model, sampler, steps, seed, device, engine, weights, t_eps, **options)
     if log_density:                                   # --- log-densities (nonequil.reweight)
         from .reweight import check_log_density
 
-        if record_every is not None:
-            raise InputError("log-densities and trajectory recording cannot be combined; "
-                             "drop --record-every (or --log-weights)")
         opts = check_log_density(cfg, options)
         if opts != options:
             cfg = prepare(model, sampler, steps, seed, device, engine, weights, t_eps, **opts)

@@ -132,11 +132,17 @@ def test_log_density_option_checks():
         (dict(sampler="ode"), "method=rk45"),
         (dict(sampler="ode", method="rk45", denoise=True), "denoise=false"),
         (dict(sampler="em", denoise=True), "denoise=false"),
-        (dict(sampler="em", record_every=2), "cannot be combined"),
     ]
     for kw, msg in cases:
         with pytest.raises(InputError, match=msg):
             samplers.sample(gs, 4, steps=5, log_density=True, **kw)
+    # recording frames with log-densities goes through reweight.sample_with_log_density:
+    # the same samples and log-proposals as without recording
+    a = samplers.sample(gs, 4, steps=5, log_density=True, sampler="em", seed=3)
+    b = samplers.sample(gs, 4, steps=5, log_density=True, sampler="em", seed=3, record_every=2)
+    assert np.array_equal(a.samples, b.samples) and np.array_equal(a.log_proposal,
+                                                                    b.log_proposal)
+    assert b.frames.shape[0] == b.frame_steps.size and b.frames.shape[1] == 4
     with pytest.raises(InputError, match="CPU only .*use --device cpu"):
         reweight.check_log_density({"sampler": "em", "device": "cuda"}, {})
     from tests.test_samplers import _ddpm_model
