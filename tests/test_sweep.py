@@ -166,17 +166,21 @@ def test_cli_sweep_of_six_points_resumes_after_interruption(tmp_path):
     was cut off resumes from its checkpoint, and every file equals a one-process run."""
     spec = _spec(tmp_path, """verb = "simulate"
 args = ["--process", "langevin", "--potential", "double-well", "--walkers", "500",
-        "--steps", "6000", "--dt", "1e-3", "--x0", "-1", "--record-every", "500"]
+        "--steps", "60000", "--dt", "1e-3", "--x0", "-1", "--record-every", "5000"]
 observables = ["mean_x", "mean_energy"]
 [grid]
 b = [0.0, 0.5, 1.0]
 "--seed" = [1, 2]
 """)
+    # points long enough (~1 s each) that the interrupt lands inside one: with 6000 steps a
+    # point took ~0.05 s, and on a cold Numba cache the poll could first see a checkpoint of
+    # the last point, whose SIGINT then arrived after the sweep had finished (exit 0)
     out = tmp_path / "sw"
     argv = CLI + ["sweep", str(spec), "--cluster", "local:1", "--out", str(out), "--quiet"]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while not (glob.glob(str(out / "p000-*.h5")) and glob.glob(str(out / "p*.partial.ckpt"))) \
+    while not (glob.glob(str(out / "p000-*.h5")) and glob.glob(str(out / "p*.partial.ckpt"))
+               and len(glob.glob(str(out / "p*.h5"))) <= 4) \
             and time.monotonic() < deadline:     # point 0 done, a later point under way
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.05)
@@ -204,8 +208,8 @@ b = [0.0, 0.5, 1.0]
 
     from nonequil.simulate import simulate
     for p in rows:                  # every point equals the same run in this process
-        ref = simulate(process="langevin", potential="double-well", walkers=500, steps=6000,
-                       dt=1e-3, x0=[-1.0], record_every=500, seed=p["seed"],
+        ref = simulate(process="langevin", potential="double-well", walkers=500, steps=60000,
+                       dt=1e-3, x0=[-1.0], record_every=5000, seed=p["seed"],
                        params={"b": p["b"]}).frames["position"]
         with h5py.File(out / p["file"], "r") as f:
             assert np.array_equal(f["particles/ensemble/position/value"][()], ref), p
