@@ -177,7 +177,11 @@ b = [0.0, 0.5, 1.0]
     # the last point, whose SIGINT then arrived after the sweep had finished (exit 0)
     out = tmp_path / "sw"
     argv = CLI + ["sweep", str(spec), "--cluster", "local:1", "--out", str(out), "--quiet"]
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    # SIGINT's default action in the child: an earlier test in the same pytest process may
+    # leave SIGINT ignored (Dask clusters), a disposition that children inherit, and Python
+    # then keeps it ignored (the sweep ran to the end and exited 0 in the full suite)
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not (glob.glob(str(out / "p000-*.h5")) and glob.glob(str(out / "p*.partial.ckpt"))
                and len(glob.glob(str(out / "p*.h5"))) <= 4) \
