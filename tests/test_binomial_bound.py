@@ -23,6 +23,7 @@ from scipy import stats
 
 from nonequil import likelihood, processes, samplers
 from nonequil.errors import InputError
+from tests.test_likelihood import _cli, assert_error_lines
 from tests.test_samplers import _mlp_model
 
 Z = 5.0
@@ -193,12 +194,6 @@ def test_bound_input_checks_and_mlp_models():
 
 
 # ------------------------------------------------------------------------- the CLI
-def _cli(*args):
-    from nonequil.cli import main
-
-    return main([str(a) for a in args])
-
-
 @pytest.fixture(scope="module")
 def ising_files(tmp_path_factory):
     """A binomial-chain model trained briefly (1500 steps) on 3000 spins of the 2 x 2 Ising
@@ -255,10 +250,4 @@ def test_cli_binomial_errors(ising_files, capsys):
              ((mpath, dpath, "--method", "elbo", "--dataset", "/bits"),
               f"{dpath}:/bits: the model was trained on spins"),
              ((mpath, dpath, "--method", "elbo", "--steps", 5), "T = 100")]
-    for args, msg in cases:
-        capsys.readouterr()
-        assert _cli("likelihood", *args, "--json") != 0, args
-        cap = capsys.readouterr()
-        err = cap.err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error: ") and msg in err[0], (args, err)
-        assert "Traceback" not in cap.err and cap.out == ""
+    assert_error_lines(capsys, cases)

@@ -149,6 +149,18 @@ def _cli(*args):
     return main([str(a) for a in args])
 
 
+def assert_error_lines(capsys, cases):
+    """Each ``(args, fragment)``: ``nonequil likelihood ARGS --json`` exits non-zero with one
+    ``error:`` line on stderr containing the fragment, no traceback and nothing on stdout."""
+    for args, msg in cases:
+        capsys.readouterr()
+        assert _cli("likelihood", *args, "--json") != 0, args
+        cap = capsys.readouterr()
+        err = cap.err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and msg in err[0], (args, err)
+        assert "Traceback" not in cap.err and cap.out == ""
+
+
 @pytest.fixture
 def files(tmp_path):
     mpath = tmp_path / "model.h5"
@@ -210,13 +222,7 @@ def test_cli_likelihood_errors(files, tmp_path, capsys):
         ((mpath, dpath, "--rtol", "-1"), "tolerance"),
         ((bits, dpath), "process vp, subvp, ve"),
     ]
-    for args, msg in cases:
-        capsys.readouterr()
-        assert _cli("likelihood", *args, "--json") != 0, args
-        cap = capsys.readouterr()
-        err = cap.err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error: ") and msg in err[0], (args, err)
-        assert "Traceback" not in cap.err and cap.out == ""
+    assert_error_lines(capsys, cases)
     assert not os.path.exists(tmp_path / "nope.h5")
 
 
