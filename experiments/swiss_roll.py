@@ -11,8 +11,9 @@ is sampled with the reverse SDE (``nonequil sample --sampler em --record-every``
 Likelihood (bits per sample of the 2-D point, on held-out exact draws):
 
 * K: the model's lower bound on log p, ``-ELBO`` (``nonequil.likelihood.elbo``: the discrete
-  Sohl-Dickstein / DDPM bound on its grid, and the continuous VDM bound), converted from nats
-  by 1 / log 2;
+  Sohl-Dickstein / DDPM bound on a grid uniform in log SNR, and the continuous VDM bound),
+  converted from nats by 1 / log 2; the discrete bound on the default grid uniform in t is
+  reported beside them (much looser: its first steps carry most of the SNR's fall);
 * L_null: the log-likelihood under an isotropic Gaussian with the training data's mean and
   the mean of its per-coordinate variances (the paper's null model);
 * the exact log-likelihood log p(x) by quadrature over u (p is a 1-D mixture of isotropic
@@ -191,8 +192,12 @@ def _likelihood(ctx, s, q, model_path, train):
                              seed=ctx.seed + 100).samples
     model = nonequil.load_model(model_path)
     with ctx.stage("ELBO of held-out points", f"nonequil.likelihood.elbo(model, {s['n_test']} "
-                   f"fresh exact draws, steps={s['elbo_steps']}, n_time={s['n_time']})"):
-        r = elbo(model, test, steps=s["elbo_steps"], n_time=s["n_time"], seed=ctx.seed)
+                   f"fresh exact draws, steps={s['elbo_steps']}, n_time={s['n_time']}, "
+                   "grid='logsnr'), and the discrete bound again with grid='t'"):
+        r = elbo(model, test, steps=s["elbo_steps"], n_time=s["n_time"], seed=ctx.seed,
+                 grid="logsnr")
+        r_t = elbo(model, test, steps=s["elbo_steps"], seed=ctx.seed, continuous=False,
+                   grid="t")
     lx = _exact_logpdf(test)
     ln = _null_logpdf(test, train)
     rows = []
@@ -201,7 +206,8 @@ def _likelihood(ctx, s, q, model_path, train):
         d_null, d_exact = K - _bits(ln), _bits(lx) - K
         se_null = d_null.std(ddof=1) / math.sqrt(K.size)
         se_exact = d_exact.std(ddof=1) / math.sqrt(K.size)
-        name = "continuous (VDM)" if tag == "vdm" else f"discrete ({s['elbo_steps']} steps)"
+        name = ("continuous (VDM)" if tag == "vdm"
+                else f"discrete ({s['elbo_steps']} steps uniform in log SNR)")
         rep.value(f"K_{tag}", f"K, {name} bound (bits per sample, data units)", K.mean(),
                   K.std(ddof=1) / math.sqrt(K.size))
         rep.check(f"K_minus_null_{tag}", f"K - L_null, {name} bound (bits): the model beats "
@@ -215,6 +221,12 @@ def _likelihood(ctx, s, q, model_path, train):
                       d_exact.mean(), se_exact, tol=TOL_GAP[q], kind="max",
                       note="KL(p || model) + the variational gap")
         rows.append([name, K.mean(), d_null.mean(), d_exact.mean()])
+    K_t = _bits(-r_t.nll)
+    name_t = f"discrete ({s['elbo_steps']} steps uniform in t)"
+    rep.value("K_discrete_uniform_t", f"K, {name_t} bound (bits per sample, data units)",
+              K_t.mean(), K_t.std(ddof=1) / math.sqrt(K_t.size),
+              note="the same model and points; only the bound's time grid differs")
+    rows.append([name_t, K_t.mean(), (K_t - _bits(ln)).mean(), (_bits(lx) - K_t).mean()])
     rep.value("L_exact", "exact log-likelihood of the held-out points (bits per sample)",
               _bits(lx).mean(), _bits(lx).std(ddof=1) / math.sqrt(lx.size),
               note="quadrature over u, 20001 points")
@@ -225,12 +237,12 @@ def _likelihood(ctx, s, q, model_path, train):
     rep.table("Log-likelihood in bits per 2-D sample (held-out exact draws)",
               ["model", "K (bits)", "K - L_null (bits)", "L_exact - K (bits)"], rows)
     _paper_comparison(ctx, s, r.nll_vdm, lx, ln, train)
-    if rep.checks["K_minus_null_discrete"]["verdict"] == "FAIL":
-        _explain_discrete(ctx, s, model, rows)
+    _explain_grid(ctx, s, model, rows)
 
 
-def _explain_discrete(ctx, s, model, rows):
-    """Why the discrete bound is looser than the continuous one (a note with the figures)."""
+def _explain_grid(ctx, s, model, rows):
+    """Why the uniform-t discrete bound is looser than the log-SNR one (a note with the
+    figures)."""
     t0, t1 = float(model.t_eps), float(model.t_max)
     m, sig = (np.asarray(v, np.float64).ravel()
               for v in model.m_sigma(np.array([t0, t0 + (t1 - t0) / s["elbo_steps"]])))
@@ -238,16 +250,17 @@ def _explain_discrete(ctx, s, model, rows):
     m1, s1 = (float(np.ravel(v)[0]) for v in model.m_sigma(np.array([t1])))
     span = lam[0] - math.log(m1 * m1 / (s1 * s1))
     ctx.report.note(
-        f"The discrete bound fails 'K - L_null > 0' although the continuous bound passes: "
-        f"its slack L_exact - K is {rows[1][3]:.3f} bits against {rows[0][3]:.3f} bits.  The "
-        f"discrete bound uses {s['elbo_steps']} steps uniform in t from t_eps = {t0:g} "
-        f"(nonequil.likelihood.elbo), and log SNR falls by {lam[0] - lam[1]:.2f} of its "
-        f"{span:.1f} range in the first step alone (SNR {np.exp(lam[0]):.3g} -> "
-        f"{np.exp(lam[1]):.3g}); each step charges its whole SNR drop at the step's end, so "
-        "the first few steps dominate the gap.  The continuous (VDM) bound is the limit of "
-        "infinitely many steps and is the one judged against the exact ceiling; the "
-        "discrete bound's failure is that of its grid (uniform in t, a library choice), "
-        "not evidence against the model.")
+        f"The discrete bound's grid matters: with {s['elbo_steps']} steps its slack "
+        f"L_exact - K is {rows[1][3]:.3f} bits uniform in log SNR (the checked bound, "
+        f"`nonequil likelihood --method elbo --grid logsnr`) against {rows[2][3]:.3f} bits "
+        f"uniform in t (the library default, like the samplers' grid) and {rows[0][3]:.3f} "
+        f"bits for the continuous (VDM) limit.  Uniform in t from t_eps = {t0:g}, log SNR "
+        f"falls by {lam[0] - lam[1]:.2f} of its {span:.1f} range in the first step alone (SNR "
+        f"{np.exp(lam[0]):.3g} -> {np.exp(lam[1]):.3g}); each step charges its whole SNR drop "
+        "at the step's end, so the first few steps dominate the slack.  Uniform in log SNR "
+        f"every step lowers it by {span / s['elbo_steps']:.3g}, and the discrete bound "
+        "approaches the continuous one (VDM, Kingma et al. 2021: the discrete bound depends "
+        "on the grid only through the SNR at its points).")
 
 
 def _forward(ctx, model, x0, times):

@@ -58,6 +58,10 @@ def add(sub, base, run):
     p.add_argument("--steps", type=_positive, metavar="K",
                    help="elbo: steps of the discrete bound (default 1000; T - 1 for ddpm; "
                    "the binomial chain always uses its T)")
+    p.add_argument("--grid", default="t", metavar="NAME",
+                   help="elbo: times of the discrete bound, t (uniform in t, default) or "
+                   "logsnr (uniform in log SNR: no step carries the steep fall of SNR near "
+                   "t_eps; vp, subvp, ve only)")
     p.add_argument("--time-samples", type=_positive, default=64, metavar="M",
                    help="elbo: stratified log-SNR values per point for the VDM bound "
                    "(default 64)")
@@ -130,7 +134,7 @@ def _cmd_likelihood(a):
     res = likelihood(model, x, method=a.method, seed=a.seed, weights=a.weights,
                      steps=a.steps, n_time=a.time_samples, rtol=a.rtol, atol=a.atol,
                      trace=a.trace, batch=a.batch, callback=prog,
-                     source=f"{a.data}:{a.dataset}")
+                     source=f"{a.data}:{a.dataset}", grid=a.grid)
     prog.end_line()
     res.update({"model": a.model, "data": f"{a.data}:{a.dataset}", "units": "nats, data "
                 "units (normalisation Jacobian included)"})
@@ -148,7 +152,8 @@ def _cmd_likelihood(a):
     rows.append(f"NLL  {res['nll_nats_per_sample']:.6g} ± {res['se']:.3g} nats per sample,"
                 f"  {res['nll_nats_per_dim']:.6g} ± {res['se_per_dim']:.3g} nats per dim")
     if res["method"] == "elbo":
-        rows[-1] = "discrete bound (" + f"{res['steps']} steps): " + rows[-1].lstrip()
+        grid = f", uniform in {res['grid']}" if res.get("grid") in ("t", "logsnr") else ""
+        rows[-1] = f"discrete bound ({res['steps']} steps{grid}): " + rows[-1].lstrip()
         if "vdm_nll_nats_per_sample" in res:
             rows.append(f"continuous VDM bound: NLL {res['vdm_nll_nats_per_sample']:.6g} ± "
                         f"{res['vdm_se']:.3g} nats per sample, "

@@ -25,8 +25,8 @@ time t_0 (``t_eps``; t = 1 for a DDPM chain), ``-log p(y) <= L = L_rec + L_prior
 * ``L_rec = E[-log p(y | z_0)] = D/2 (log(2 pi sigma_0^2 / m_0^2) + 1)`` (exact);
 * ``L_prior = KL(q(z_T | y) || N(0, prior_std^2 I))`` (closed form);
 * the **discrete** bound (Sohl-Dickstein et al. 2015; Ho et al. 2020) on the grid
-  ``t_0 < t_1 < ... < t_K`` (uniform in t, like the samplers; the chain's own integer times
-  for DDPM), with the reverse kernel ``p(z_{s} | z_t) = q(z_s | z_t, y = y_hat(z_t, t))`` of
+  ``t_0 < t_1 < ... < t_K`` (uniform in t, like the samplers, by default; uniform in
+  ``lambda = log SNR`` with ``grid="logsnr"``; the chain's own integer times for DDPM), with the reverse kernel ``p(z_{s} | z_t) = q(z_s | z_t, y = y_hat(z_t, t))`` of
   the ``ancestral`` sampler: ``L_diff = sum_k KL_k = sum_k (SNR(t_{k-1}) - SNR(t_k)) / 2
   |y - y_hat(z_{t_k}, t_k)|^2``, ``SNR = m^2 / sigma^2``, each term with its own noise draw;
 * the **continuous** (VDM) bound (Kingma et al. 2021), the K -> infinity limit:
@@ -367,8 +367,20 @@ def _eps(model, y, t, weights):
     return np.asarray(model.eps_normalised(y, t), np.float64)
 
 
-def _elbo_grid(model, tm, steps):
+ELBO_GRIDS = ("t", "logsnr")
+
+
+def _elbo_grid(model, tm, steps, grid="t"):
+    """Times ``t_0 < ... < t_K`` of the discrete bound: uniform in t (``grid="t"``, like the
+    samplers) or uniform in log SNR (``"logsnr"``: every step lowers log SNR by the same
+    amount, so no single step carries the steep fall of SNR near t_0); a DDPM chain uses
+    its own integer times."""
+    if grid not in ELBO_GRIDS:
+        raise InputError(f"unknown ELBO grid {grid!r}; valid: {', '.join(ELBO_GRIDS)}")
     if tm.name == "ddpm":
+        if grid != "t":
+            raise InputError("the ddpm chain's bound uses its own integer times; grid "
+                             f"{grid!r} applies to continuous-time processes (vp, subvp, ve)")
         T = int(model.process.T)
         steps = T - 1 if steps is None else steps
         if not 1 <= steps <= T - 1:
@@ -377,8 +389,14 @@ def _elbo_grid(model, tm, steps):
         return np.unique(np.rint(np.linspace(1, T, steps + 1))).astype(np.float64)
     steps = 1000 if steps is None else steps
     t0, t1 = float(model.t_eps), float(model.t_max)
-    g = t0 + (t1 - t0) * np.arange(steps + 1) / steps
-    g[-1] = t1
+    if grid == "logsnr":
+        m, v = (np.asarray(a, np.float64) for a in tm.m_v(np.array([t0, t1])))
+        lam = np.log(m * m / v)
+        g = _time_of_log_snr(tm, lam[0] + (lam[1] - lam[0]) * np.arange(steps + 1) / steps,
+                             t0, t1)
+    else:
+        g = t0 + (t1 - t0) * np.arange(steps + 1) / steps
+    g[0], g[-1] = t0, t1
     return g
 
 
@@ -397,10 +415,11 @@ def _time_of_log_snr(tm, lam, t0, t1, iters=64):
 
 
 def elbo(model, x, steps=None, n_time=64, seed=0, first_sample=0, batch=4096, weights="ema",
-         t_eps=None, continuous=True, callback=None):
+         t_eps=None, continuous=True, callback=None, grid="t"):
     """The discrete (Sohl-Dickstein / DDPM) and continuous (VDM) bounds of ``-log p(x)`` for
     data ``x [N, *data_shape]`` (see the module docstring).  ``steps`` K of the discrete bound
-    (default 1000; T - 1 for a DDPM chain), ``n_time`` stratified times per point for the VDM
+    (default 1000; T - 1 for a DDPM chain) on ``grid`` ("t": uniform in t, the default;
+    "logsnr": uniform in log SNR), ``n_time`` stratified times per point for the VDM
     bound (``continuous=False`` skips it).  Returns an ``ElboResult`` (nats, data units).
     A binomial-chain model gets ``binomial_elbo`` (``n_time``, ``t_eps``, ``continuous``
     do not apply)."""
@@ -408,6 +427,9 @@ def elbo(model, x, steps=None, n_time=64, seed=0, first_sample=0, batch=4096, we
 
     model = as_model(model, t_eps=t_eps)
     if _process_name(model) == "binomial":
+        if grid != "t":
+            raise InputError(f"grid {grid!r}: the bit-flip chain's bound uses its own integer "
+                             "steps; the grid applies to continuous-time processes")
         return binomial_elbo(model, x, steps=steps, seed=seed, first_sample=first_sample,
                              batch=batch, weights=weights, callback=callback)
     tm = _Times(model, False)
@@ -419,7 +441,7 @@ def elbo(model, x, steps=None, n_time=64, seed=0, first_sample=0, batch=4096, we
     n_time = _validate_int("n_time", n_time, 1, 10**6)
     seed = _validate_int("seed", seed, 0, 2**64 - 1)
     batch = _validate_int("batch", batch, 1)
-    grid = _elbo_grid(model, tm, steps)
+    grid_kind, grid = grid, _elbo_grid(model, tm, steps, grid)
     K = grid.size - 1
     continuous = bool(continuous) and tm.name in CONTINUOUS
     D = int(model.dim)
@@ -481,7 +503,8 @@ def elbo(model, x, steps=None, n_time=64, seed=0, first_sample=0, batch=4096, we
     if not np.all(np.isfinite(nll)):
         raise RunError("elbo: a bound is not finite; the model's score is broken on these "
                        "points")
-    out.info = dict(method="elbo", steps=K, n_time=n_time if continuous else None, t_0=t0,
+    out.info = dict(method="elbo", steps=K, grid=grid_kind if tm.name != "ddpm" else "ddpm",
+                    n_time=n_time if continuous else None, t_0=t0,
                     t_max=t1, process=tm.name, weights=weights, seed=seed,
                     decoder="N(x; z_0/alpha_0, sigma_0^2/alpha_0^2)")
     return out
@@ -587,13 +610,14 @@ def binomial_elbo(model, x, steps=None, seed=0, first_sample=0, batch=4096, weig
 
 def likelihood(model, x, method="ode", seed=0, weights="ema", steps=None, n_time=64,
                rtol=1e-6, atol=1e-6, trace="auto", batch=4096, callback=None,
-               source="the points"):
+               source="the points", grid="t"):
     """``method="ode"``: the exact probability-flow log-likelihood (``ode_likelihood``, RK45
     with ``rtol``/``atol``, ``trace``); ``"elbo"``: the bounds (``elbo``; ``binomial_elbo``
     for a binomial-chain model, whose bits have no ODE density).  Returns a flat dict with at
     least ``method, n, dim, nll_nats_per_sample, nll_nats_per_dim, se`` (nats, data units;
     for elbo the discrete bound, with ``elbo_*`` and ``vdm_*`` keys for both bounds).
-    ``source`` names the data in error messages."""
+    ``source`` names the data in error messages; ``grid`` is the discrete bound's time grid
+    (``elbo``)."""
     if method not in METHODS:
         raise InputError(f"unknown likelihood method {method!r}; valid: {', '.join(METHODS)}")
     m = as_model(model)
@@ -614,16 +638,21 @@ def likelihood(model, x, method="ode", seed=0, weights="ema", steps=None, n_time
             out["hutchinson"] = True
         return out
     if binary:
+        if grid != "t":
+            raise InputError(f"--grid {grid}: the bit-flip chain's bound uses its own integer "
+                             "steps; the grid applies to continuous-time processes")
         r = binomial_elbo(m, x, steps=steps, seed=seed, weights=weights, batch=batch,
                           source=source, callback=callback)
     else:
         r = elbo(m, x, steps=steps, n_time=n_time, seed=seed, weights=weights, batch=batch,
-                 callback=callback)
+                 callback=callback, grid=grid)
     out = {"method": "elbo", "n": int(r.nll.size), "dim": D,
            "nll_nats_per_sample": r.nll_nats_per_sample,
            "nll_nats_per_dim": r.nll_nats_per_dim, "se": r.se, "se_per_dim": r.se / D,
            "elbo_discrete_nats_per_sample": -r.nll_nats_per_sample,
            "elbo_discrete_se": r.se, "steps": r.info["steps"]}
+    if "grid" in r.info:
+        out["grid"] = r.info["grid"]
     if r.nll_vdm is not None:
         out.update({"vdm_nll_nats_per_sample": r.nll_vdm_nats_per_sample,
                     "vdm_nll_nats_per_dim": r.nll_vdm_nats_per_dim, "vdm_se": r.se_vdm,
