@@ -91,6 +91,7 @@ def sample_gan(a):
     from .cli import Progress
     from .errors import InputError, RunError
     from .gan import load
+    from .cmd_sample import run_identity
     from .store import check_out_path, provenance, write_samples
 
     out = check_out_path(a.out)
@@ -113,6 +114,7 @@ def sample_gan(a):
                        f"written to {out}; retrain the model (e.g. with a lower lr_g)")
     config = {"model": os.path.abspath(a.model), "n": a.n, "seed": a.seed,
               "first_sample": a.first_sample, "weights": a.weights, "batch": a.batch}
+    config.update(run_identity(a))
     attrs = {"source": os.path.abspath(a.model), "source_kind": "gan model",
              "sampler": "gan", "steps": 1, "seed": np.uint64(a.seed),
              "options": json.dumps({}), "device": "cpu", "first_sample": a.first_sample,

@@ -142,6 +142,18 @@ def _cmd_sample(a):
         lock.release()
 
 
+def run_identity(a):
+    """Configuration fields that tie a sample file to the exact bits of its run: the Box-Muller
+    version of the normals and, for a shard of a sharded run, the shard's own arguments
+    (``nonequil.distributed`` checks a kept shard on them before it resumes)."""
+    from kernels.philox import NORMALS_VERSION
+
+    out = {"normals": NORMALS_VERSION}
+    if getattr(a, "shard_arguments", None):
+        out["shard_arguments"] = list(a.shard_arguments)
+    return out
+
+
 def _parse_options(items):
     from .errors import InputError
 
@@ -206,6 +218,7 @@ def _sample_model(a):
               "steps": steps, "seed": a.seed, "device": a.device, "options": cfg["opts"],
               "first_sample": a.first_sample, "batch": a.batch, "engine": cfg["engine"],
               "weights": a.weights, "record_every": a.record_every}
+    config.update(run_identity(a))
     prov = provenance(config, a.device, getattr(model.config, "dtype", "float64"))
     prog = Progress(a.quiet, "sample")
     partial = out + ".partial"

@@ -455,7 +455,10 @@ def run_verb(argv, path):
     t0 = time.perf_counter()
     status = "kept"
     if not os.path.exists(path):
-        a = cli.build_parser().parse_args(cli._fix_negative_values(list(argv)))
+        argv = cli._fix_negative_values(list(argv))
+        a = cli.build_parser().parse_args(argv)
+        a.argv = argv
+        a.shard_arguments = [str(t) for t in argv]   # recorded: a kept shard is checked on it
         a.handler(a)
         status = "ran"
     return {"path": path, "status": status, "seconds": time.perf_counter() - t0,
@@ -490,6 +493,28 @@ def _shard_config(path):
         return (json.loads(p["configuration"]), str(p["device"]), str(p["precision"]))
 
 
+def _check_sample_shard(path, argv, a, n, lo):
+    """Raise InputError unless the finished sample shard ``path`` was written by ``nonequil
+    ARGV`` (every argument: model, sampler, steps, options, seed, ...) from the same model
+    file and with the same Box-Muller version of the normals, so that a resumed run is bit
+    for bit the one-process run."""
+    from kernels.philox import NORMALS_VERSION
+
+    got = _shard_config(path)[0]
+    if (got.get("n"), got.get("first_sample"), got.get("seed")) != (n, lo, a.seed):
+        raise InputError(f"shard file {path} holds other samples (n, first_sample, seed "
+                         "differ); remove it")
+    want = {"shard_arguments": [str(t) for t in argv], "model": os.path.abspath(a.model),
+            "normals": NORMALS_VERSION}
+    diff = [k for k in want if got.get(k) != want[k]]
+    if diff:
+        what = {"shard_arguments": "the sample arguments", "model": "the model file",
+                "normals": "the normals' Box-Muller version"}
+        raise InputError(f"shard file {path} was written by another run (it differs in "
+                         f"{', '.join(what[k] for k in diff)}); remove it or rerun with the "
+                         "original arguments")
+
+
 def sample_sharded(args, out, client, *, shards=None, resume=False, callback=None,
                    extra=None):
     """``nonequil sample ARGS`` sharded by sample index over the workers of ``client``.
@@ -519,18 +544,16 @@ def sample_sharded(args, out, client, *, shards=None, resume=False, callback=Non
                                   "--quiet"] for (lo, n), p in zip(ranges, paths)]
     lock = OutputLock(out + ".partial.lock", out)
     try:
-        for (lo, n), p in zip(ranges, paths):
+        for (lo, n), p, argv in zip(ranges, paths, argvs):
             if os.path.exists(p):
-                got = _shard_config(p)[0]
-                if (got.get("n"), got.get("first_sample"), got.get("seed")) != (n, lo, a.seed):
-                    raise InputError(f"shard file {p} holds other samples (n, first_sample, "
-                                     "seed differ); remove it")
+                _check_sample_shard(p, argv, a, n, lo)
         results = [{"path": p, "status": "kept", "seconds": 0.0} for p in paths]
         calls = {i: (run_verb, (argvs[i], paths[i])) for i, p in enumerate(paths)
                  if not os.path.exists(p)}
         _run_tasks(client, calls, results, callback)
         cfg, device, precision = _shard_config(paths[0])
         cfg.update(n=a.n, first_sample=a.first_sample)
+        cfg.pop("shard_arguments", None)
 
         def fix(f):
             if "samples" in f:

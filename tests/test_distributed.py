@@ -188,6 +188,13 @@ def test_sharded_sample_equals_single_process_bitwise(client, model, tmp_path):
     res = dist.sample_sharded(args, tmp_path / "s3.h5", client, shards=3, resume=True)
     assert [r["status"] for r in res] == ["kept", "ran", "kept"]
     _assert_same(ref, _dump(tmp_path / "s3.h5"))
+    # a kept shard is checked on every argument (here --steps), not only n and the seed
+    os.remove(tmp_path / "s3.h5")
+    os.remove(dist.shard_path(tmp_path / "s3.h5", 1, 3))
+    other = [t if t != "20" else "21" for t in args]
+    with pytest.raises(InputError, match="differs in the sample arguments"):
+        dist.sample_sharded(other, tmp_path / "s3.h5", client, shards=3, resume=True)
+    assert not os.path.exists(tmp_path / "s3.h5")
     with pytest.raises(InputError, match="--log-weights is not supported"):
         dist.sample_sharded(args + ["--log-weights"], tmp_path / "lw.h5", client)
 
