@@ -371,10 +371,13 @@ def write_dataset(out, name, n, params=None, method=None, seed=0, device="cpu",
 
 
 def dataset_config(name, n, attrs, seed, device, first=0):
-    """The ``/provenance`` configuration of a dataset file (also identifies a shard)."""
+    """The ``/provenance`` configuration of a dataset file (also identifies a shard: the
+    normals' Box-Muller version is part of it, so a shard of another version is not kept)."""
+    from kernels.philox import NORMALS_VERSION
+
     return {"dataset": name, "n": int(n), "method": attrs["method"],
             "parameters": json.loads(attrs["parameters"]), "seed": int(seed),
-            "device": device, "first_sample": int(first)}
+            "device": device, "first_sample": int(first), "normals": NORMALS_VERSION}
 
 
 def _rows_times(z, L):

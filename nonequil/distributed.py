@@ -589,6 +589,8 @@ def prepare_dataset(name, n, params, method, seed, device, out, *, shards=None,
                     workers=None, resume=False):
     """Every check of a sharded ``dataset`` run, before any work: returns (ranges, paths,
     configs), the configurations each shard file must hold."""
+    from kernels.philox import NORMALS_VERSION
+
     from .datasets import NOT_SHARDABLE, check_first, resolve
     from .store import check_out_path
 
@@ -611,7 +613,7 @@ def prepare_dataset(name, n, params, method, seed, device, out, *, shards=None,
     paths = [shard_path(out, i, K) for i in range(K)]
     want = [{"dataset": name, "n": m, "method": method, "parameters": json.loads(
         json.dumps(p, sort_keys=True)), "seed": int(seed), "device": "cpu",
-        "first_sample": lo} for lo, m in ranges]
+        "first_sample": lo, "normals": NORMALS_VERSION} for lo, m in ranges]
     for path, w in zip(paths, want):
         if not os.path.exists(path):
             continue

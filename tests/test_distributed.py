@@ -10,6 +10,7 @@ on loopback.
 - bad input (``--cluster``, ``--shards``, no Dask) ends with one ``error:`` line and no file.
 """
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 
+import h5py
 import numpy as np
 import pytest
 
@@ -366,6 +368,12 @@ def test_sharded_dataset_resume_keeps_finished_shards(client, tmp_path):
     with pytest.raises(InputError, match="differing fields: seed"):    # other arguments
         os.remove(out)
         dist.dataset_sharded("swiss-roll", 20, {}, None, 8, out, client, shards=3, resume=True)
+    # a shard drawn with another Box-Muller version of the normals is not kept
+    with h5py.File(dist.shard_path(out, 2, 3), "r+") as f:
+        cfg = json.loads(f["provenance"].attrs["configuration"])
+        f["provenance"].attrs["configuration"] = json.dumps(dict(cfg, normals=2))
+    with pytest.raises(InputError, match="differing fields: normals"):
+        dist.dataset_sharded("swiss-roll", 20, {}, None, 9, out, client, shards=3, resume=True)
 
 
 def test_cli_dataset_cluster_equals_single_process(tmp_path):
