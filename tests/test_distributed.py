@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 
-import h5py
 import numpy as np
 import pytest
 
