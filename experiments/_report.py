@@ -313,6 +313,98 @@ def pyplot():
     return plt
 
 
+# ============================================================================ common steps
+# The steps that the diffusion experiments share (data -> VP model -> samples, the GAN
+# baseline), each run through a ``nonequil`` verb and recorded on the report.
+GAN_HEADER = ["quantity", "GAN", "diffusion", "exact", "GAN error - diffusion error"]
+
+
+def quick_or_full(ctx, quick, full):
+    """``(settings, q)``: the ``quick`` or ``full`` settings dict, and ``q`` (1 or 0), the
+    index of a ``(full, quick)`` tolerance pair."""
+    return (quick, 1) if ctx.quick else (full, 0)
+
+
+def dataset(ctx, name, sets, n, what):
+    """``nonequil dataset NAME --set K=V ... --n N --seed SEED`` into ``data.h5`` (recorded
+    as a file: ``what``); ``sets``: the ``K=V`` strings.  Returns the file's path."""
+    data = ctx.path("data.h5")
+    argv = ["dataset", name]
+    for kv in sets:
+        argv += ["--set", kv]
+    ctx.verb("data", argv + ["--n", n, "--seed", ctx.seed, "--out", data])
+    ctx.report.file("data.h5", what)
+    return data
+
+
+def train_model(ctx, s, data, extra=()):
+    """``nonequil train`` of the VP score model on ``data`` into ``model.h5``:
+    ``s["train_steps"]`` steps, seed ``ctx.seed + 1``, the arguments ``extra``; quick runs add
+    ``--batch s["batch"]`` and ``--set width=s["width"]``.  Returns the model's path."""
+    model = ctx.path("model.h5")
+    train = ["train", data, "--steps", s["train_steps"], *extra, "--seed", ctx.seed + 1,
+             "--out", model]
+    if ctx.quick:
+        train[4:4] = ["--batch", s["batch"], "--set", f"width={s['width']}"]
+    ctx.verb("train the VP score model", train)
+    ctx.report.file("model.h5", "the VP-SDE score model")
+    return model
+
+
+def generate(ctx, s, model, what, record=True):
+    """``nonequil sample --sampler ode`` (probability-flow ODE): ``s["n_samples"]`` samples
+    in ``s["sampler_steps"]`` steps, seed ``ctx.seed + 2``, on ``ctx.device``, with the
+    reverse trajectories every ``s["record_every"]`` steps when ``record``, into
+    ``samples.h5`` (recorded as a file: ``what``).  Returns the file's path."""
+    samples = ctx.path("samples.h5")
+    rec = ["--record-every", s["record_every"]] if record else []
+    ctx.verb("generate (reverse the chain)", [
+        "sample", model, "--n", s["n_samples"], "--sampler", "ode", "--steps",
+        s["sampler_steps"], *rec, "--seed", ctx.seed + 2, "--device", ctx.device,
+        "--out", samples])
+    ctx.report.file("samples.h5", what)
+    return samples
+
+
+def gan_samples(ctx, s):
+    """The GAN baseline on ``data.h5``: ``nonequil gan`` (``s["gan_steps"]`` steps, seed
+    ``ctx.seed + 4``) and ``nonequil sample`` of ``s["n_samples"]`` (seed ``ctx.seed + 5``);
+    returns the samples ``[n, ...]``, or None (recorded as pending) where ``nonequil.gan``
+    is not in the tree."""
+    import importlib.util
+
+    import h5py
+
+    if importlib.util.find_spec("nonequil.gan") is None:
+        ctx.report.pending("GAN baseline", "nonequil.gan is not in this tree; _gan_baseline "
+                           "runs it when it is")
+        return None
+    gan, out = ctx.path("gan.h5"), ctx.path("gan_samples.h5")
+    ctx.verb("train the GAN baseline", ["gan", ctx.path("data.h5"), "--steps",
+                                        s["gan_steps"], "--seed", ctx.seed + 4, "--out", gan])
+    ctx.verb("generate with the GAN", ["sample", gan, "--n", s["n_samples"], "--seed",
+                                       ctx.seed + 5, "--out", out])
+    ctx.report.file("gan.h5", "the GAN baseline (nonequil gan, default settings)")
+    ctx.report.file("gan_samples.h5", "GAN samples")
+    with h5py.File(out, "r") as f:
+        return f["samples"][()]
+
+
+def gan_table(report, rows):
+    """The table of the GAN baseline against diffusion: rows ``[quantity, GAN, diffusion,
+    exact, GAN error - diffusion error]``."""
+    report.table("GAN baseline against diffusion (same data, same number of samples)",
+                 GAN_HEADER, rows)
+
+
+def analytic_metrics(x, name, params):
+    """``nonequil.compare.compare_to_analytic(x, name, params)`` as ``{key: (value, se)}``."""
+    from nonequil.compare import compare_to_analytic
+
+    r = compare_to_analytic(x, name, params)
+    return {k: (v["value"], v["se"]) for k, v in r.items()}
+
+
 # ============================================================================ lifecycle
 def _check_out(out, make_parent=False):
     """Refuse a file or a non-empty directory at ``out``; its parent must exist (unless

@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 
+from experiments._bench import log
+
 SEED = 2026
 
 
@@ -165,9 +167,6 @@ def main(argv=None):
     from nonequil.distributed import cores, require_dask
 
     require_dask()
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
     results, ratios, ratios_cpu = run(M, S, a.threads_per_worker, log)
     doc = {"benchmark": "dask_strong_scaling",
            "config": {"walkers": M, "steps": S, "process": "ou", "method": "exact",

@@ -45,14 +45,11 @@ import kernels  # noqa: F401  (points Numba's cache at kernels/ before numba is 
 import numba
 import numpy as np
 
+from experiments._bench import log
 from kernels.ising_cpu import energy_magnetisation, metropolis_sweeps
 
 T = 2.269
 SEED = 20240607
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
 
 
 class NumpyCheckerboard:

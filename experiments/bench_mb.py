@@ -36,17 +36,16 @@ carries the mean position of the final ensemble; ``sane`` says it agrees with th
 run within z = 6 standard errors of the difference (a cheap check that every implementation
 simulates the same process).  ``--json`` prints only the JSON document on stdout.
 """
-import argparse
-import json
 import math
-import os
 import sys
 import time
 
 import kernels  # noqa: F401  (points Numba's cache at kernels/ before numba is imported)
 import numpy as np
 
-from experiments.bench_ou import Bench, Skipped, choose_threads, log, machine_info
+from experiments._bench import (Bench, Lineup, add_threads_reps, choose_threads, import_jax,
+                                import_torch, loadavg, machine_info, parser, print_doc,
+                                torch_label, torch_sync)
 from kernels.potentials import MB_A, MB_X0, MB_Y0, MB_a, MB_b, MB_c
 
 SCALE, KT, GAMMA, DT = 0.1, 1.0, 1.0, 1e-4
@@ -107,9 +106,7 @@ class NonequilMB(MBBench):
         return simulate(cfg).x
 
     def setup(self):
-        t0 = time.perf_counter()
-        self._run(64, 2)
-        self.compile_s = time.perf_counter() - t0
+        self.first_call(self._run, 64, 2)
 
     def timed(self):
         t0 = time.perf_counter()
@@ -170,9 +167,7 @@ class NumpyMB(MBBench):
             y += z[1]
 
     def setup(self):
-        t0 = time.perf_counter()
-        self._loop(np.full(256, X0[0]), np.full(256, X0[1]), 2)
-        self.compile_s = time.perf_counter() - t0
+        self.first_call(self._loop, np.full(256, X0[0]), np.full(256, X0[1]), 2)
 
     def timed(self):
         x, y = np.full(self.M, X0[0]), np.full(self.M, X0[1])
@@ -189,18 +184,11 @@ class TorchMB(MBBench):
 
     def __init__(self, M, S, threads, device="cpu"):
         super().__init__(M, S)
-        try:
-            import torch
-        except Exception as e:      # noqa: BLE001 - any import failure means "not available"
-            raise Skipped(f"torch not importable: {type(e).__name__}: {e}")
-        if device == "cpu":
-            torch.set_num_threads(threads)
-        elif not torch.cuda.is_available():
-            raise Skipped("torch has no CUDA")
-        else:
+        torch = import_torch(threads, device)
+        if device != "cpu":
             self.name, self.group = "torch_cuda", "gpu"
         self.torch, self.device = torch, device
-        self.label = f"torch {device} loop" + (f" ({threads} thr)" if device == "cpu" else "")
+        self.label = torch_label(device, threads)
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(SEED)
         self.extra["version"] = torch.__version__
@@ -231,22 +219,18 @@ class TorchMB(MBBench):
         return (t.full((M,), X0[0], dtype=t.float64, device=self.device),
                 t.full((M,), X0[1], dtype=t.float64, device=self.device))
 
-    def _sync(self):
-        if self.device != "cpu":
-            self.torch.cuda.synchronize()
-
     def setup(self):
         t0 = time.perf_counter()
         self._loop(*self._state(256), 2)
-        self._sync()
+        torch_sync(self.torch, self.device)
         self.compile_s = time.perf_counter() - t0
 
     def timed(self):
         x, y = self._state(self.M)
-        self._sync()
+        torch_sync(self.torch, self.device)
         t0 = time.perf_counter()
         self._loop(x, y, self.S)
-        self._sync()
+        torch_sync(self.torch, self.device)
         dt = time.perf_counter() - t0
         self.final = np.stack([x.cpu().numpy(), y.cpu().numpy()], axis=1)
         return dt
@@ -258,17 +242,7 @@ class JaxMB(MBBench):
 
     def __init__(self, M, S):
         super().__init__(M, S)
-        try:
-            import jax
-            import jax.numpy as jnp
-            from jax import lax
-        except Exception as e:      # noqa: BLE001
-            raise Skipped(f"jax not importable: {type(e).__name__}: {e}")
-        jax.config.update("jax_enable_x64", True)
-        try:
-            jax.config.update("jax_platforms", "cpu")
-        except Exception:           # noqa: BLE001 - already initialised
-            pass
+        jax, jnp, lax = import_jax()
         self.jax = jax
         terms = mb_terms()
         drift = -DT / GAMMA
@@ -299,9 +273,7 @@ class JaxMB(MBBench):
         self.extra["platform"] = dev.platform
 
     def setup(self):
-        t0 = time.perf_counter()
-        self.compiled = self.fn.lower(self.xy, self.key).compile()
-        self.compile_s = time.perf_counter() - t0
+        self.compiled = self.first_call(lambda: self.fn.lower(self.xy, self.key).compile())
         self.compiled(self.xy, self.key).block_until_ready()
 
     def timed(self):
@@ -352,16 +324,11 @@ def compute_ratios(results):
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_mb", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="10^4 walkers x 100 steps")
-    p.add_argument("--json", action="store_true", help="only JSON on stdout")
+    p = parser("python -m experiments.bench_mb", __doc__, "10^4 walkers x 100 steps")
     p.add_argument("--walkers", type=int, default=None, help="default 10^5 (quick 10^4)")
     p.add_argument("--steps", type=int, default=None, help="default 1000 (quick 100)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for every implementation (default: available CPUs)")
-    p.add_argument("--reps", type=int, default=3, help="repetitions (>= 1; default 3)")
+    add_threads_reps(p, 3)
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch CPU intra-op threads (default 1: on a loaded 2-core machine "
                    "torch's OpenMP exp at 2 threads was measured 10-25x slower than at 1)")
@@ -374,57 +341,56 @@ def parse(argv):
     return a
 
 
+def fmt_table(doc):
+    out = []
+    for k, v in doc["results"].items():
+        if v.get("status") != "ok":
+            out.append(f"{k:<16} skipped: {v.get('reason', '')}")
+            continue
+        out.append(f"{k:<16} {v['rate']:.3e} {v['unit']} (median {v['rate_median']:.3e}; "
+                   f"{v['rate_per_cpu_s']:.3e} per cpu-s; compile {v['compile_s']:.2f} s) "
+                   f"sane={v.get('sane')}")
+    ratios_cpu = doc["ratios_per_cpu_s"]
+    for k, r in doc["ratios"].items():
+        out.append(f"  {k:<28} {r:7.2f}x" + (f"  per cpu-s {ratios_cpu[k]:.2f}x"
+                                             if k in ratios_cpu else ""))
+    for t in doc["targets"]:
+        out.append(f"  [{t['status']}] {t['target']}"
+                   + (f": {t['ratio']:.2f}x vs {t['against']}" if "ratio" in t else ""))
+    return "\n".join(out)
+
+
+def add_figures(line, a, M, S):
+    """The figures of this run, in their order, on ``line`` (a ``Lineup``)."""
+    line.add(lambda: NonequilMB(M, S), "nonequil")
+    if a.no_peers:
+        line.skip(("numpy", "torch", "jax"), "--no-peers")
+    else:
+        line.add(lambda: NumpyMB(M, S), "numpy")
+        line.add(lambda: TorchMB(M, S, a.torch_threads), "torch")
+        line.add(lambda: JaxMB(M, S), "jax")
+    if a.device != "cuda":
+        return
+    from numba import cuda
+
+    if not cuda.is_available():
+        line.skip(("nonequil_cuda", "torch_cuda"), "numba.cuda.is_available() is False")
+        return
+    line.add(lambda: NonequilMB(M, S, "cuda"), "nonequil_cuda")
+    if not a.no_peers:
+        line.add(lambda: TorchMB(M, S, a.torch_threads, "cuda"), "torch_cuda")
+
+
 def main(argv=None):
     a = parse(argv)
     T = choose_threads(a.threads)
     M, S = a.walkers, a.steps
-    benches, results = [], {}
-
-    def add(factory, name):
-        try:
-            benches.append(factory())
-        except Skipped as e:
-            results[name] = {"status": "skipped", "reason": str(e)}
-            log(f"[skip] {name}: {e}")
-
-    add(lambda: NonequilMB(M, S), "nonequil")
-    if a.no_peers:
-        for name in ("numpy", "torch", "jax"):
-            results[name] = {"status": "skipped", "reason": "--no-peers"}
-    else:
-        add(lambda: NumpyMB(M, S), "numpy")
-        add(lambda: TorchMB(M, S, a.torch_threads), "torch")
-        add(lambda: JaxMB(M, S), "jax")
-    if a.device == "cuda":
-        from numba import cuda
-
-        if not cuda.is_available():
-            for name in ("nonequil_cuda", "torch_cuda"):
-                results[name] = {"status": "skipped",
-                                 "reason": "numba.cuda.is_available() is False"}
-        else:
-            add(lambda: NonequilMB(M, S, "cuda"), "nonequil_cuda")
-            if not a.no_peers:
-                add(lambda: TorchMB(M, S, a.torch_threads, "cuda"), "torch_cuda")
-    ready = []
-    for b in benches:
-        log(f"[setup] {b.name} ...")
-        b.setup()
-        ready.append(b)
-    for rep in range(a.reps):
-        for b in ready:
-            b.run()
-            log(f"[rep {rep + 1}/{a.reps}] {b.name:<14} {b.times[-1]:8.3f} s  "
-                f"{b.items() / b.times[-1]:.3e} {b.unit}")
-    for b in ready:
-        results[b.name] = b.result()
+    line = Lineup()
+    add_figures(line, a, M, S)
+    results = line.run(a.reps, width=14)
     add_sanity(results)
     ratios, ratios_cpu, targets = compute_ratios(results)
-    machine = machine_info(T)
-    try:
-        machine["loadavg_end"] = list(os.getloadavg())
-    except OSError:
-        machine["loadavg_end"] = None
+    machine = dict(machine_info(T), loadavg_end=loadavg())
     doc = {"benchmark": "muller_brown_langevin",
            "config": {"walkers": M, "steps": S, "dim": 2, "dtype": "float64", "scale": SCALE,
                       "kT": KT, "gamma": GAMMA, "dt": DT, "x0": list(X0), "seed": SEED,
@@ -433,24 +399,7 @@ def main(argv=None):
                       "rate_from": "best repetition"},
            "machine": machine, "results": results, "ratios": ratios,
            "ratios_per_cpu_s": ratios_cpu, "targets": targets}
-    if a.json:
-        print(json.dumps(doc, indent=1))
-        return 0
-    for k, v in results.items():
-        if v.get("status") != "ok":
-            print(f"{k:<16} skipped: {v.get('reason', '')}")
-            continue
-        print(f"{k:<16} {v['rate']:.3e} {v['unit']} (median {v['rate_median']:.3e}; "
-              f"{v['rate_per_cpu_s']:.3e} per cpu-s; compile {v['compile_s']:.2f} s) "
-              f"sane={v.get('sane')}")
-    for k, r in ratios.items():
-        print(f"  {k:<28} {r:7.2f}x" + (f"  per cpu-s {ratios_cpu[k]:.2f}x"
-                                        if k in ratios_cpu else ""))
-    for t in targets:
-        print(f"  [{t['status']}] {t['target']}" + (f": {t['ratio']:.2f}x vs {t['against']}"
-                                                   if "ratio" in t else ""))
-    return 0
-
+    return print_doc(doc, a.json, fmt_table, indent=1)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -51,12 +51,7 @@ Each result also carries the sample mean and variance of the final ensemble and 
 exact law of the affine chain (a cheap check that every implementation simulates the same
 process).  ``--json`` prints only the JSON document on stdout; progress goes to stderr.
 """
-import argparse
-import json
 import math
-import os
-import platform
-import statistics
 import sys
 import time
 
@@ -64,6 +59,9 @@ import kernels  # noqa: F401  (points Numba's cache at kernels/ before numba is 
 import numpy as np
 from numba import prange
 
+from experiments._bench import (Bench, Lineup, add_threads_reps, argv_of, choose_threads,
+                                import_jax, import_torch, loadavg, machine, parser, print_doc,
+                                ratio_lines, target_lines, torch_label, torch_sync)
 from kernels._target import cpu_kernel
 from kernels.langevin_cpu import OU_GROUP, OU_LANES, OU_PAIRS, ou_noise
 
@@ -87,10 +85,6 @@ TARGETS = [
      "best_tuned", 5.0, "reported"),
     ("vs_raw_philox", "OU >= 0.8x raw Philox normals/s (issue 2)", "philox_raw", 0.8, "target"),
 ]
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
 
 
 def ou_coeffs(method):
@@ -120,74 +114,50 @@ def moments_check(x, A, B, C, S):
     return {"mean": mean, "var": var, "expected_mean": em, "expected_var": ev, "sane": bool(ok)}
 
 
-class Bench:
-    """One timed implementation: ``setup()`` (untimed warm-up / compile), then ``run()``."""
-    name = ""
-    label = ""
-    unit = "walker-steps/s"
-    group = "nonequil"
+def cache_hits(dispatcher):
+    """Numba's on-disk cache hits of ``dispatcher`` so far (a load, not a compile)."""
+    return sum(dict(getattr(dispatcher.stats, "cache_hits", {}) or {}).values())
 
-    def __init__(self):
-        self.times = []
-        self.cpu = []
-        self.compile_s = None
-        self.extra = {}
+
+def normals_check(total, n):
+    """The mean of ``n`` standard normals whose sum is ``total``, sane within 6 sigma."""
+    mean = float(total) / n
+    return {"mean_normal": mean, "sane": bool(abs(mean) <= 6.0 / math.sqrt(n))}
+
+
+class OUFigure(Bench):
+    """Base of the OU figures: M walkers x S steps of the affine chain with ``method``'s
+    coefficients; ``check()`` compares the final ensemble (``final()``) with its exact law."""
+
+    def __init__(self, M, S, method="exact"):
+        super().__init__()
+        self.M, self.S = M, S
+        self.coeffs = ou_coeffs(method)
 
     def items(self):
-        raise NotImplementedError
+        return self.M * self.S
 
-    def setup(self):
-        pass
-
-    def reset(self):
-        pass
-
-    def timed(self):
-        raise NotImplementedError
+    def final(self):
+        return self.x
 
     def check(self):
-        return {}
-
-    def run(self):
-        self.reset()
-        c0 = time.process_time()
-        self.times.append(self.timed())
-        self.cpu.append(time.process_time() - c0)
-
-    def result(self):
-        best = min(self.times)
-        med = statistics.median(self.times)
-        ib = self.times.index(best)
-        r = {"status": "ok", "label": self.label, "group": self.group, "unit": self.unit,
-             "rate": self.items() / best, "rate_median": self.items() / med,
-             "items": self.items(), "best_s": best, "median_s": med, "times_s": self.times,
-             "compile_s": self.compile_s, "cpu_s": self.cpu,
-             "cpu_per_wall_best": self.cpu[ib] / best,
-             "rate_per_cpu_s": self.items() / min(self.cpu)}
-        r.update(self.extra)
-        r.update(self.check())
-        return r
+        return moments_check(self.final(), *self.coeffs, self.S)
 
 
 # ---------------------------------------------------------------- nonequil (Numba)
-class OULanes(Bench):
+class OULanes(OUFigure):
     def __init__(self, M, S, method, dtype):
-        super().__init__()
-        self.M, self.S, self.method = M, S, method
+        super().__init__(M, S, method)
+        self.method = method
         self.dtype = np.dtype(dtype)
         tag = "f64" if self.dtype == np.float64 else "f32"
         self.name = f"ou_{method}_{tag}"
         self.label = f"nonequil ou_lanes {method} {tag}"
-        A, B, C = ou_coeffs(method)
-        self.coeffs = (A, B, C)
         # constant coefficients: arrays of length 1 (the kernel's per-step form takes >= S)
-        self.args = tuple(np.array([t], dtype=self.dtype) for t in (A, B, C))
+        self.args = tuple(np.array([t], dtype=self.dtype) for t in self.coeffs)
         self.x = np.zeros((M, 1), dtype=self.dtype)
         self.rec_steps = np.empty(0, dtype=np.int64)
         self.rec_x = np.empty((0, M, 1), dtype=self.dtype)
-
-    def items(self):
-        return self.M * self.S
 
     def _call(self, x, nsteps, rec_x):
         from kernels.langevin_cpu import ou_lanes
@@ -198,14 +168,12 @@ class OULanes(Bench):
         from kernels.langevin_cpu import ou_lanes
 
         nsig = len(ou_lanes.signatures)
-        hits = sum(dict(getattr(ou_lanes.stats, "cache_hits", {}) or {}).values())
+        hits = cache_hits(ou_lanes)
         x = np.zeros((OU_LANES, 1), dtype=self.dtype)
-        t0 = time.perf_counter()
-        self._call(x, 2, np.empty((0, OU_LANES, 1), dtype=self.dtype))
-        self.compile_s = time.perf_counter() - t0
+        self.first_call(self._call, x, 2, np.empty((0, OU_LANES, 1), dtype=self.dtype))
         if len(ou_lanes.signatures) == nsig:
             self.extra["compile"] = "reused"        # same signature as an earlier figure
-        elif sum(dict(getattr(ou_lanes.stats, "cache_hits", {}) or {}).values()) > hits:
+        elif cache_hits(ou_lanes) > hits:
             self.extra["compile"] = "cache"         # loaded from Numba's on-disk cache
         else:
             self.extra["compile"] = "compiled"
@@ -217,9 +185,6 @@ class OULanes(Bench):
         t0 = time.perf_counter()
         self._call(self.x, self.S, self.rec_x)
         return time.perf_counter() - t0
-
-    def check(self):
-        return moments_check(self.x, *self.coeffs, self.S)
 
 
 @cpu_kernel(parallel=True)
@@ -263,12 +228,9 @@ class PhiloxRaw(Bench):
         return self.nblk * OU_LANES * 2 * self.npairs
 
     def setup(self):
-        hits = sum(dict(getattr(philox_raw.stats, "cache_hits", {}) or {}).values())
-        t0 = time.perf_counter()
-        philox_raw(np.uint64(SEED), 0, 1, OU_PAIRS, np.zeros(1))
-        self.compile_s = time.perf_counter() - t0
-        cached = sum(dict(getattr(philox_raw.stats, "cache_hits", {}) or {}).values()) > hits
-        self.extra["compile"] = "cache" if cached else "compiled"
+        hits = cache_hits(philox_raw)
+        self.first_call(philox_raw, np.uint64(SEED), 0, 1, OU_PAIRS, np.zeros(1))
+        self.extra["compile"] = "cache" if cache_hits(philox_raw) > hits else "compiled"
 
     def timed(self):
         t0 = time.perf_counter()
@@ -276,32 +238,21 @@ class PhiloxRaw(Bench):
         return time.perf_counter() - t0
 
     def check(self):
-        n = self.items()
-        mean = float(self.out.sum()) / n
-        return {"mean_normal": mean, "sane": bool(abs(mean) <= 6.0 / math.sqrt(n))}
+        return normals_check(self.out.sum(), self.items())
 
 
 # ---------------------------------------------------------------- peers
-class Skipped(Exception):
-    pass
-
-
-class NumpyLoop(Bench):
+class NumpyLoop(OUFigure):
     """x = A x + B + C z over the whole ensemble each step (the plain numpy baseline)."""
     name = "numpy"
     label = "numpy loop (PCG64, 1 thread)"
     group = "peer"
 
     def __init__(self, M, S):
-        super().__init__()
-        self.M, self.S = M, S
-        self.coeffs = ou_coeffs("exact")
+        super().__init__(M, S)
         self.x = np.zeros(M)
         self.z = np.empty(M)
         self.rng = np.random.default_rng(SEED)
-
-    def items(self):
-        return self.M * self.S
 
     def _loop(self, x, z, rng, nsteps):
         A, B, C = self.coeffs
@@ -313,9 +264,7 @@ class NumpyLoop(Bench):
             x += z
 
     def setup(self):
-        t0 = time.perf_counter()
-        self._loop(np.zeros(1024), np.empty(1024), self.rng, 2)
-        self.compile_s = time.perf_counter() - t0
+        self.first_call(self._loop, np.zeros(1024), np.empty(1024), self.rng, 2)
 
     def reset(self):
         self.x[:] = 0
@@ -324,9 +273,6 @@ class NumpyLoop(Bench):
         t0 = time.perf_counter()
         self._loop(self.x, self.z, self.rng, self.S)
         return time.perf_counter() - t0
-
-    def check(self):
-        return moments_check(self.x, *self.coeffs, self.S)
 
 
 class NumpyTuned(NumpyLoop):
@@ -361,28 +307,16 @@ class NumpyTuned(NumpyLoop):
         return time.perf_counter() - t0
 
 
-class TorchLoop(Bench):
-    name = "torch"
+class TorchLoop(OUFigure):
     group = "peer"
 
     def __init__(self, M, S, threads, device="cpu"):
-        super().__init__()
-        try:
-            import torch
-        except Exception as e:      # noqa: BLE001 - any import failure means "not available"
-            raise Skipped(f"torch not importable: {type(e).__name__}: {e}")
+        super().__init__(M, S)
+        torch = import_torch(threads, device)
         self.torch = torch
         self.device = device
-        if device == "cpu":
-            torch.set_num_threads(threads)
-            self.name = "torch"
-        else:
-            if not torch.cuda.is_available():
-                raise Skipped("torch has no CUDA")
-            self.name = "torch_cuda"
-        self.label = f"torch {device} loop" + (f" ({threads} thr)" if device == "cpu" else "")
-        self.M, self.S = M, S
-        self.coeffs = ou_coeffs("exact")
+        self.name = "torch" if device == "cpu" else "torch_cuda"
+        self.label = torch_label(device, threads)
         self.x = torch.zeros(M, dtype=torch.float64, device=device)
         self.z = torch.empty(M, dtype=torch.float64, device=device)
         self.gen = torch.Generator(device=device)
@@ -390,13 +324,6 @@ class TorchLoop(Bench):
         self.extra["version"] = torch.__version__
         if device == "cpu":
             self.extra["threads"] = torch.get_num_threads()
-
-    def items(self):
-        return self.M * self.S
-
-    def _sync(self):
-        if self.device != "cpu":
-            self.torch.cuda.synchronize()
 
     def _loop(self, x, z, nsteps):
         A, B, C = self.coeffs
@@ -409,43 +336,31 @@ class TorchLoop(Bench):
     def setup(self):
         t0 = time.perf_counter()
         self._loop(self.x, self.z, 3)
-        self._sync()
+        torch_sync(self.torch, self.device)
         self.compile_s = time.perf_counter() - t0
 
     def reset(self):
         self.x.zero_()
-        self._sync()
+        torch_sync(self.torch, self.device)
 
     def timed(self):
         t0 = time.perf_counter()
         self._loop(self.x, self.z, self.S)
-        self._sync()
+        torch_sync(self.torch, self.device)
         return time.perf_counter() - t0
 
-    def check(self):
-        return moments_check(self.x.cpu().numpy(), *self.coeffs, self.S)
+    def final(self):
+        return self.x.cpu().numpy()
 
 
-class JaxScan(Bench):
+class JaxScan(OUFigure):
     name = "jax"
     group = "peer"
 
     def __init__(self, M, S):
-        super().__init__()
-        try:
-            import jax
-            import jax.numpy as jnp
-            from jax import lax
-        except Exception as e:      # noqa: BLE001
-            raise Skipped(f"jax not importable: {type(e).__name__}: {e}")
-        jax.config.update("jax_enable_x64", True)
-        try:
-            jax.config.update("jax_platforms", "cpu")
-        except Exception:           # noqa: BLE001 - already initialised: checked below
-            pass
+        super().__init__(M, S)
+        jax, jnp, lax = import_jax()
         self.jax, self.jnp = jax, jnp
-        self.M, self.S = M, S
-        self.coeffs = ou_coeffs("exact")
         A, B, C = self.coeffs
 
         def run(x, key):
@@ -465,13 +380,8 @@ class JaxScan(Bench):
         self.extra["platform"] = dev.platform
         self.extra["threads"] = "XLA default (all CPUs this process may use)"
 
-    def items(self):
-        return self.M * self.S
-
     def setup(self):
-        t0 = time.perf_counter()
-        self.compiled = self.fn.lower(self.x, self.key).compile()
-        self.compile_s = time.perf_counter() - t0
+        self.compiled = self.first_call(lambda: self.fn.lower(self.x, self.key).compile())
         self.compiled(self.x, self.key).block_until_ready()   # first-run allocations
 
     def timed(self):
@@ -479,27 +389,20 @@ class JaxScan(Bench):
         self.out = self.compiled(self.x, self.key).block_until_ready()
         return time.perf_counter() - t0
 
-    def check(self):
-        return moments_check(np.asarray(self.out), *self.coeffs, self.S)
+    def final(self):
+        return self.out
 
 
 # ---------------------------------------------------------------- GPU (numba.cuda)
-class CudaOU(Bench):
-    name = "cuda_ou_exact_f64"
-    label = "nonequil langevin_cuda.ou_run exact f64"
-    group = "gpu"
+class CudaOU(OULanes):
+    """``kernels.langevin_cuda.ou_run``, exact, float64 (the state copied in and out)."""
 
     def __init__(self, M, S):
-        super().__init__()
-        self.M, self.S = M, S
-        self.coeffs = ou_coeffs("exact")
-        self.x = np.zeros((M, 1))
-        self.rec_steps = np.empty(0, dtype=np.int64)
-        self.rec_x = np.empty((0, M, 1))
+        super().__init__(M, S, "exact", "float64")
+        self.name = "cuda_ou_exact_f64"
+        self.label = "nonequil langevin_cuda.ou_run exact f64"
+        self.group = "gpu"
         self.extra["note"] = "includes one host->device and device->host copy of x per call"
-
-    def items(self):
-        return self.M * self.S
 
     def _call(self, x, nsteps, rec_x):
         from numba import cuda
@@ -511,20 +414,7 @@ class CudaOU(Bench):
         cuda.synchronize()
 
     def setup(self):
-        t0 = time.perf_counter()
-        self._call(np.zeros((128, 1)), 2, np.empty((0, 128, 1)))
-        self.compile_s = time.perf_counter() - t0
-
-    def reset(self):
-        self.x[:] = 0
-
-    def timed(self):
-        t0 = time.perf_counter()
-        self._call(self.x, self.S, self.rec_x)
-        return time.perf_counter() - t0
-
-    def check(self):
-        return moments_check(self.x, *self.coeffs, self.S)
+        self.first_call(self._call, np.zeros((128, 1)), 2, np.empty((0, 128, 1)))
 
 
 class CudaPhiloxRaw(Bench):
@@ -549,9 +439,7 @@ class CudaPhiloxRaw(Bench):
 
         from . import _bench_cuda
 
-        t0 = time.perf_counter()
-        _bench_cuda.philox_raw(SEED, 0, 1, cuda.device_array(128))
-        self.compile_s = time.perf_counter() - t0
+        self.first_call(_bench_cuda.philox_raw, SEED, 0, 1, cuda.device_array(128))
 
     def timed(self):
         from . import _bench_cuda
@@ -561,47 +449,18 @@ class CudaPhiloxRaw(Bench):
         return time.perf_counter() - t0
 
     def check(self):
-        n = self.items()
-        mean = float(self.dout.copy_to_host().sum()) / n
-        return {"mean_normal": mean, "sane": bool(abs(mean) <= 6.0 / math.sqrt(n))}
+        return normals_check(self.dout.copy_to_host().sum(), self.items())
 
 
 # ---------------------------------------------------------------- driver
-def machine_info(threads):
-    import numba
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        avail = len(os.sched_getaffinity(0))
-    except AttributeError:
-        avail = os.cpu_count()
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "cpus_available": avail,
-            "threads": threads, "numba_threads": numba.get_num_threads(),
-            "numba_config_threads": numba.config.NUMBA_NUM_THREADS,
-            "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "platform": platform.platform()}
-
-
 def parse(argv):
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_ou", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="10^5 walkers x 200 steps")
-    p.add_argument("--json", action="store_true", help="only JSON on stdout")
+    p = parser("python -m experiments.bench_ou", __doc__, "10^5 walkers x 200 steps")
     p.add_argument("--walkers", type=int, default=None, help="default 10^6 (quick 10^5)")
     p.add_argument("--steps", type=int, default=None, help="default 1000 (quick 200)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--gpu-steps", type=int, default=None,
                    help="steps for the GPU figures (default 10x --steps)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for every implementation (default: available CPUs)")
-    p.add_argument("--reps", type=int, default=3, help="repetitions (>= 1; default 3)")
+    add_threads_reps(p, 3)
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch CPU intra-op threads (default 1, as in bench_mb: on a loaded "
                    "2-core machine torch's thread pool at 2 threads spins badly)")
@@ -616,23 +475,6 @@ def parse(argv):
     if a.walkers < 1 or a.steps < 1 or a.reps < 1 or a.gpu_steps < 1 or a.torch_threads < 1:
         p.error("--walkers, --steps, --gpu-steps, --reps and --torch-threads must be >= 1")
     return a
-
-
-def choose_threads(requested):
-    """T threads; pin the process to T CPUs when fewer than available (jax included)."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = list(range(os.cpu_count() or 1))
-    import kernels  # noqa: F401  (sets the Numba cache directory before numba is imported)
-    import numba
-
-    T = requested or min(len(cpus), numba.config.NUMBA_NUM_THREADS)
-    T = max(1, min(T, numba.config.NUMBA_NUM_THREADS))
-    if T < len(cpus) and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, cpus[:T])
-    numba.set_num_threads(T)
-    return T
 
 
 def compute_ratios(results):
@@ -706,120 +548,70 @@ def fmt_table(doc):
         comp = "" if v["compile_s"] is None else f"{v['compile_s']:.3f}"
         comp += {"cache": "*", "reused": "+"}.get(v.get("compile", ""), "")
         out.append(f"{v['label'][:42]:<42} {v['rate']:>11.3e} {v['rate_median']:>10.3e} "
-                   f"{v['unit']:<15} {v['best_s']:>8.3f} {v['cpu_per_wall_best']:>8.2f} {v['rate_per_cpu_s']:>10.3e} {comp:>10} {str(v.get('sane', '')):>5}")
+                   f"{v['unit']:<15} {v['best_s']:>8.3f} {v['cpu_per_wall_best']:>8.2f} "
+                   f"{v['rate_per_cpu_s']:>10.3e} {comp:>10} {str(v.get('sane', '')):>5}")
     out.append("compile s: first call (compile, or * loaded from Numba's on-disk cache, "
                "or + signature already compiled by an earlier figure); excluded from rates")
     out.append("cpu/wall: CPU seconds of this process per wall second in the best repetition "
                f"(about {m['threads']} for a kernel that had {m['threads']} dedicated cores); "
                "per cpu-s: items per CPU-second of this process (less sensitive to other load)")
-    out += ["", f"{'ratios':<44} {'wall':>8} {'per cpu-s':>10}"]
-    for k, r in doc["ratios"].items():
-        rc = doc["ratios_per_cpu_s"].get(k)
-        out.append(f"  {k:<42} {r:7.2f}x " + (f"{rc:9.2f}x" if rc is not None else ""))
+    out += ratio_lines(doc, 42)
     out.append("(wall: the figures above; per cpu-s: the same ratio of items per CPU-second, "
                "a check on uneven background load; it is not the target measure)")
     out += ["", "targets (on the slower of ou_exact_f64 / ou_em_f64):"]
-    for t in doc["targets"]:
-        if t["status"] == "skipped":
-            out.append(f"  [SKIP] {t['target']}")
-        else:
-            rc = t.get("ratio_per_cpu_s")
-            need = (f"need {t['need']:g}x" if t["status"] != "REPORTED"
-                    else f"reported, not a target; the target's {t['need']:g}x for scale")
-            out.append(f"  [{t['status']}] {t['target']}: {t['ours']} / {t['against']} = "
-                       f"{t['ratio']:.2f}x ({need})"
-                       + (f"; per cpu-s {rc:.2f}x" if rc is not None else ""))
+    out += target_lines(doc["targets"], lambda t: (
+        f"need {t['need']:g}x" if t["status"] != "REPORTED"
+        else f"reported, not a target; the target's {t['need']:g}x for scale"))
     return "\n".join(out)
+
+
+def add_figures(line, a, M, S, T):
+    """The figures of this run, in their order, on ``line`` (a ``Lineup``)."""
+    line.add(lambda: OULanes(M, S, "exact", "float64"), "ou_exact_f64")
+    line.add(lambda: OULanes(M, S, "em", "float64"), "ou_em_f64")
+    line.add(lambda: OULanes(M, S, "exact", "float32"), "ou_exact_f32")
+    line.add(lambda: PhiloxRaw(M, S), "philox_raw")
+    if a.no_peers:
+        line.skip(("numpy", "numpy_tuned", "torch", "jax"), "--no-peers")
+    else:
+        line.add(lambda: NumpyLoop(M, S), "numpy")
+        line.add(lambda: NumpyTuned(M, S, T), "numpy_tuned")
+        line.add(lambda: TorchLoop(M, S, a.torch_threads), "torch")
+        line.add(lambda: JaxScan(M, S), "jax")
+    if a.device != "cuda":
+        return
+    from numba import cuda
+
+    if not cuda.is_available():
+        line.skip(("cuda_ou_exact_f64", "cuda_philox_raw", "torch_cuda"),
+                  "numba.cuda.is_available() is False")
+        return
+    line.add(lambda: CudaOU(M, a.gpu_steps), "cuda_ou_exact_f64")
+    line.add(lambda: CudaPhiloxRaw(M, a.gpu_steps), "cuda_philox_raw")
+    if not a.no_peers:
+        line.add(lambda: TorchLoop(M, a.gpu_steps, a.torch_threads, device="cuda"),
+                 "torch_cuda")
 
 
 def main(argv=None):
     a = parse(argv)
     T = choose_threads(a.threads)
-    try:
-        load_start = list(os.getloadavg())
-    except OSError:
-        load_start = None
-    import numba
-
+    load_start = loadavg()
     M, S = a.walkers, a.steps
-    benches, results = [], {}
-
-    def add(factory, name):
-        try:
-            benches.append(factory())
-        except Skipped as e:
-            results[name] = {"status": "skipped", "reason": str(e)}
-            log(f"[skip] {name}: {e}")
-
-    add(lambda: OULanes(M, S, "exact", "float64"), "ou_exact_f64")
-    add(lambda: OULanes(M, S, "em", "float64"), "ou_em_f64")
-    add(lambda: OULanes(M, S, "exact", "float32"), "ou_exact_f32")
-    add(lambda: PhiloxRaw(M, S), "philox_raw")
-    if a.no_peers:
-        for name in ("numpy", "numpy_tuned", "torch", "jax"):
-            results[name] = {"status": "skipped", "reason": "--no-peers"}
-    else:
-        add(lambda: NumpyLoop(M, S), "numpy")
-        add(lambda: NumpyTuned(M, S, T), "numpy_tuned")
-        add(lambda: TorchLoop(M, S, a.torch_threads), "torch")
-        add(lambda: JaxScan(M, S), "jax")
-    if a.device == "cuda":
-        from numba import cuda
-
-        if not cuda.is_available():
-            for name in ("cuda_ou_exact_f64", "cuda_philox_raw", "torch_cuda"):
-                results[name] = {"status": "skipped", "reason": "numba.cuda.is_available() is False"}
-        else:
-            add(lambda: CudaOU(M, a.gpu_steps), "cuda_ou_exact_f64")
-            add(lambda: CudaPhiloxRaw(M, a.gpu_steps), "cuda_philox_raw")
-            if not a.no_peers:
-                add(lambda: TorchLoop(M, a.gpu_steps, a.torch_threads, device="cuda"),
-                    "torch_cuda")
-
-    ready = []
-    for b in benches:
-        log(f"[setup] {b.name} ...")
-        try:
-            b.setup()
-        except Skipped as e:
-            results[b.name] = {"status": "skipped", "reason": str(e)}
-            continue
-        ready.append(b)
-    for rep in range(a.reps):
-        for b in ready:
-            b.run()
-            log(f"[rep {rep + 1}/{a.reps}] {b.name:<20} {b.times[-1]:8.3f} s  "
-                f"{b.items() / b.times[-1]:.3e} {b.unit}")
-    order = [b.name for b in benches]
-    for b in ready:
-        results[b.name] = b.result()
-    results = {k: results[k] for k in order + [k for k in results if k not in order]}
-
-    machine = machine_info(T)
-    machine["loadavg_start"] = load_start
-    try:
-        machine["numba_threading_layer"] = numba.threading_layer()
-    except ValueError:
-        machine["numba_threading_layer"] = None
-    try:
-        machine["loadavg_end"] = list(os.getloadavg())
-    except OSError:
-        machine["loadavg_end"] = None
+    line = Lineup()
+    add_figures(line, a, M, S, T)
+    results = line.run(a.reps, width=20)
+    info = dict(machine(T), loadavg_start=load_start, loadavg_end=loadavg())
     ratios, ratios_cpu, targets = compute_ratios(results)
     doc = {"benchmark": "ou_ensemble",
            "config": {"walkers": M, "steps": S, "gpu_steps": a.gpu_steps, "dim": 1,
                       "dtype": "float64", "theta": THETA, "mu": MU, "sigma": SIGMA, "dt": DT,
                       "seed": SEED, "reps": a.reps, "quick": a.quick, "device": a.device,
                       "threads": T, "torch_threads": a.torch_threads,
-                      "rate_from": "best repetition",
-                      "argv": sys.argv[1:] if argv is None else list(argv)},
-           "machine": machine, "results": results, "ratios": ratios,
+                      "rate_from": "best repetition", "argv": argv_of(argv)},
+           "machine": info, "results": results, "ratios": ratios,
            "ratios_per_cpu_s": ratios_cpu, "targets": targets}
-    if a.json:
-        print(json.dumps(doc, indent=2))
-    else:
-        print(fmt_table(doc))
-    return 0
+    return print_doc(doc, a.json, fmt_table)
 
 
 if __name__ == "__main__":

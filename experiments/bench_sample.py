@@ -49,8 +49,6 @@ Target (issue 5, float32): the product's engine ``>= 1.3x torch``; the JAX ratio
 ``run(argv) -> dict`` returns the JSON document (for ``nonequil bench``); ``--json`` prints
 only that document on stdout, progress goes to stderr.
 """
-import argparse
-import json
 import math
 import sys
 import time
@@ -58,12 +56,15 @@ import time
 import kernels  # noqa: F401  (points Numba's cache at kernels/ before numba is imported)
 import numpy as np
 
-from experiments.bench_ou import Bench, Skipped, choose_threads, log
+from experiments._bench import (Bench, Lineup, add_omp_active, add_threads_reps, argv_of,
+                                choose_threads, import_jax, import_torch, loadavg, machine,
+                                omp_policy, parser, print_doc)
 from experiments.bench_train import (D, DEPTH, F_MAX, F_MIN, N_FREQ, SEED, WIDTH,
-                                     compute_ratios, fmt_table, loadavg, machine,
-                                     omp_policy, run_benches)
+                                     compute_ratios, fmt_table, jax_mlp, torch_mlp)
 
 SAMPLER = "em"
+ENGINES = [("auto", "nonequil_f32"), ("fused", "nonequil_fused_f32"),
+           ("blas", "nonequil_blas_f32")]           # (engine, figure) of the product
 TARGETS = [      # (key, description, ours, peer, minimum ratio)
     ("vs_torch_f32", "reverse sampling f32 >= 1.3x torch CPU (issue 5)", "nonequil_f32",
      "torch_f32", 1.3),
@@ -149,9 +150,7 @@ class NonequilSample(Bench):
                                     engine=self.engine)
 
     def setup(self):
-        t0 = time.perf_counter()
-        self._call(64, 2)
-        self.compile_s = time.perf_counter() - t0
+        self.first_call(self._call, 64, 2)
 
     def timed(self):
         t0 = time.perf_counter()
@@ -172,11 +171,7 @@ class TorchSample(Bench):
 
     def __init__(self, model, n, steps, threads):
         super().__init__()
-        try:
-            import torch
-        except Exception as e:      # noqa: BLE001 - any import failure means "not available"
-            raise Skipped(f"torch not importable: {type(e).__name__}: {e}")
-        torch.set_num_threads(threads)
+        torch = import_torch(threads)
         self.torch = torch
         self.label = f"torch CPU loop f32 ({threads} thr)"
         self.n = n
@@ -185,16 +180,7 @@ class TorchSample(Bench):
         ang = 2.0 * math.pi * taus[:, None] * f[None, :]
         self.emb = torch.from_numpy(np.concatenate([np.sin(ang), np.cos(ang)], 1)
                                     .astype(np.float32))
-        mods = []
-        for l, (W, b) in enumerate(layers(model)):
-            lin = torch.nn.Linear(W.shape[0], W.shape[1], dtype=torch.float32)
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
-                lin.bias.copy_(torch.from_numpy(b.copy()))
-            mods.append(lin)
-            if l < len(model.offsets) - 1:
-                mods.append(torch.nn.SiLU())
-        self.net = torch.nn.Sequential(*mods)
+        self.net = torch_mlp(torch, layers(model), torch.float32)
         self.gen = torch.Generator().manual_seed(SEED)
         self.y = None
         self.extra.update(version=torch.__version__, threads=torch.get_num_threads())
@@ -220,9 +206,7 @@ class TorchSample(Bench):
         return y.numpy()
 
     def setup(self):
-        t0 = time.perf_counter()
-        self._loop(64)
-        self.compile_s = time.perf_counter() - t0
+        self.first_call(self._loop, 64)
 
     def timed(self):
         t0 = time.perf_counter()
@@ -240,16 +224,7 @@ class JaxSample(Bench):
 
     def __init__(self, model, n, steps):
         super().__init__()
-        try:
-            import jax
-            import jax.numpy as jnp
-            from jax import lax
-        except Exception as e:      # noqa: BLE001
-            raise Skipped(f"jax not importable: {type(e).__name__}: {e}")
-        try:
-            jax.config.update("jax_platforms", "cpu")
-        except Exception:           # noqa: BLE001 - already initialised
-            pass
+        jax, jnp, lax = import_jax(x64=False)
         self.jax = jax
         self.label = "jax.jit lax.scan f32 (threefry)"
         self.n = n
@@ -261,13 +236,6 @@ class JaxSample(Bench):
         xs = (jnp.asarray(coef, jnp.float32), jnp.asarray(taus, jnp.float32),
               jnp.asarray(noisy.astype(np.float32)), jnp.arange(self.S, dtype=jnp.uint32))
 
-        def net(X):
-            h = X
-            for W, b in params[:-1]:
-                h = jax.nn.silu(h @ W + b)
-            W, b = params[-1]
-            return h @ W + b
-
         def chain(key):
             y0 = jax.random.normal(jax.random.fold_in(key, 2**31), (n, D), jnp.float32)
 
@@ -276,7 +244,7 @@ class JaxSample(Bench):
                 ang = (2.0 * math.pi) * tau * fr
                 emb = jnp.broadcast_to(jnp.concatenate([jnp.sin(ang), jnp.cos(ang)]),
                                        (n, 2 * fr.shape[0]))
-                o = net(jnp.concatenate([y, emb], 1))
+                o = jax_mlp(jax, params, jnp.concatenate([y, emb], 1))
                 z = jax.random.normal(jax.random.fold_in(key, s), (n, D), jnp.float32)
                 return (c[0] * y + c[1] * o) + (c[2] * nz) * z, None
 
@@ -293,9 +261,7 @@ class JaxSample(Bench):
         return self.n * self.S
 
     def setup(self):
-        t0 = time.perf_counter()
-        self.compiled = self.fn.lower(self.key).compile()
-        self.compile_s = time.perf_counter() - t0
+        self.compiled = self.first_call(lambda: self.fn.lower(self.key).compile())
 
     def timed(self):
         t0 = time.perf_counter()
@@ -308,18 +274,12 @@ class JaxSample(Bench):
 
 # ---------------------------------------------------------------- driver
 def parse(argv):
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_sample", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="256 samples x 20 steps")
-    p.add_argument("--json", action="store_true", help="only JSON on stdout")
+    p = parser("python -m experiments.bench_sample", __doc__, "256 samples x 20 steps")
     p.add_argument("--n", type=int, default=None, help="samples (default 10^4)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default 1000)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for every implementation (default: available CPUs)")
-    p.add_argument("--reps", type=int, default=2, help="repetitions (>= 1; default 2)")
+    add_threads_reps(p, 2)
     p.add_argument("--no-peers", action="store_true", help="skip torch/jax")
-    p.add_argument("--omp-active", action="store_true",
-                   help="leave OMP_WAIT_POLICY alone (default: PASSIVE if unset)")
+    add_omp_active(p)
     a = p.parse_args(argv)
     if a.n is None:
         a.n = 256 if a.quick else 10 ** 4
@@ -338,32 +298,18 @@ def run(argv=None):
     load0 = loadavg()
     model = bench_model()
     model.threads = T                  # BLAS threads of the blas engine
-    benches, results = [], {}
-
-    def add(factory, name):
-        try:
-            benches.append(factory())
-        except Skipped as e:
-            results[name] = {"status": "skipped", "reason": str(e)}
-            log(f"[skip] {name}: {e}")
-
-    add(lambda: NonequilSample(model, a.n, a.steps, "auto", T, "nonequil_f32"),
-        "nonequil_f32")
-    add(lambda: NonequilSample(model, a.n, a.steps, "fused", T, "nonequil_fused_f32"),
-        "nonequil_fused_f32")
-    add(lambda: NonequilSample(model, a.n, a.steps, "blas", T, "nonequil_blas_f32"),
-        "nonequil_blas_f32")
+    line = Lineup()
+    for engine, name in ENGINES:
+        line.add(lambda e=engine, n=name: NonequilSample(model, a.n, a.steps, e, T, n), name)
     if a.no_peers:
-        for p in ("torch_f32", "jax_f32"):
-            results[p] = {"status": "skipped", "reason": "--no-peers"}
+        line.skip(("torch_f32", "jax_f32"), "--no-peers")
     else:
-        add(lambda: TorchSample(model, a.n, a.steps, T), "torch_f32")
-        add(lambda: JaxSample(model, a.n, a.steps), "jax_f32")
-    results = run_benches(benches, results, a.reps)
+        line.add(lambda: TorchSample(model, a.n, a.steps, T), "torch_f32")
+        line.add(lambda: JaxSample(model, a.n, a.steps), "jax_f32")
+    results = line.run(a.reps)
     info = machine(T)
     info["loadavg_start"], info["loadavg_end"] = load0, loadavg()
-    ratios, ratios_cpu, targets = compute_ratios(
-        results, ["nonequil_f32", "nonequil_fused_f32", "nonequil_blas_f32"], TARGETS)
+    ratios, ratios_cpu, targets = compute_ratios(results, [n for _, n in ENGINES], TARGETS)
     ok = {k: v for k, v in results.items() if v.get("status") == "ok"}
     for key, o, p in (("auto/fused", "nonequil_f32", "nonequil_fused_f32"),
                       ("auto/blas", "nonequil_f32", "nonequil_blas_f32"),
@@ -379,21 +325,20 @@ def run(argv=None):
                        "quick": a.quick, "threads": T, "sizes": list(model.sizes),
                        "dtype": "float32", "seed": SEED, "rate_from": "best repetition",
                        "omp_wait_policy": policy,
-                       "argv": sys.argv[1:] if argv is None else list(argv)},
+                       "argv": argv_of(argv)},
             "machine": info, "results": results, "ratios": ratios,
             "ratios_per_cpu_s": ratios_cpu, "targets": targets}
 
 
+def table_title(doc):
+    c = doc["config"]
+    return (f"reverse sampling ({c['sampler']}): MLP {c['sizes']} SiLU f32, {c['n']} samples "
+            f"x {c['steps']} steps, best of {c['reps']} reps (round-robin); compile excluded")
+
+
 def main(argv=None):
     doc = run(argv)
-    if "--json" in (sys.argv[1:] if argv is None else argv):
-        print(json.dumps(doc, indent=2))
-    else:
-        c = doc["config"]
-        print(fmt_table(doc, f"reverse sampling ({c['sampler']}): MLP {c['sizes']} SiLU f32, "
-                             f"{c['n']} samples x {c['steps']} steps, best of {c['reps']} "
-                             "reps (round-robin); compile excluded"))
-    return 0
+    return print_doc(doc, "--json" in argv_of(argv), lambda d: fmt_table(d, table_title(d)))
 
 
 if __name__ == "__main__":

@@ -35,14 +35,12 @@ import sys
 import tempfile
 import time
 
+from experiments._bench import log
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGETS = [("help", "nonequil --help < 0.5 s (issue 8)", 0.5),
            ("simulate_warm", "time to first simulated step, warm Numba cache, < 2 s (issue 8)",
             2.0)]
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
 
 
 def run_child(cmd, env=None, cwd=None):
@@ -85,10 +83,14 @@ def figure(name, cmd, reps, env=None):
         walls.append(wall)
         cpus.append(cpu)
         log(f"[startup] {name:<14} {wall:7.3f} s wall, {cpu:7.3f} s cpu")
-    walls_sorted = sorted(walls)
-    return {"status": "ok", "best_s": walls_sorted[0],
-            "median_s": walls_sorted[len(walls) // 2], "times_s": walls, "cpu_s": cpus,
-            "cpu_best_s": min(cpus), "unit": "s", "reps": reps}
+    return summary(walls, cpus, reps)
+
+
+def summary(walls, cpus, reps):
+    """The record of one figure from its wall and CPU times (best, median, all)."""
+    s = sorted(walls)
+    return {"status": "ok", "best_s": s[0], "median_s": s[len(s) // 2], "times_s": walls,
+            "cpu_s": cpus, "cpu_best_s": min(cpus), "unit": "s", "reps": reps}
 
 
 def import_profile(cmd, env=None, top=8):
@@ -152,10 +154,7 @@ def main(argv=None):
             r = figure("simulate_warm", cmd + simulate_args(next(outs)), 1, env)
             walls += r["times_s"]
             cpus += r["cpu_s"]
-        s = sorted(walls)
-        results["simulate_warm"] = {"status": "ok", "best_s": s[0], "median_s": s[len(s) // 2],
-                                    "times_s": walls, "cpu_s": cpus, "cpu_best_s": min(cpus),
-                                    "unit": "s", "reps": reps}
+        results["simulate_warm"] = summary(walls, cpus, reps)
         imports = {"help": import_profile(cmd + ["--help"]),
                    "simulate_warm": import_profile(cmd + simulate_args(next(outs)), env)}
     targets = []

@@ -37,6 +37,8 @@ import tempfile
 import threading
 import time
 
+from experiments._bench import cpu_model, cpus_available
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # key, module, what it measures, extra argv (full run), extra argv (--quick), timeout (s)
@@ -209,13 +211,6 @@ def size_label(key, doc, quick):
 def machine():
     from importlib import metadata
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f
-                        if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
     vers = {"python": platform.python_version()}
     for pkg in ("nonequil", "numpy", "numba", "llvmlite", "scipy", "h5py", "torch", "jax",
                 "jaxlib"):
@@ -223,11 +218,7 @@ def machine():
             vers[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             vers[pkg] = None
-    try:
-        avail = len(os.sched_getaffinity(0))
-    except AttributeError:
-        avail = os.cpu_count()
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "cpus_available": avail,
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "cpus_available": cpus_available(),
             "platform": platform.platform(), "versions": vers}
 
 

@@ -47,17 +47,16 @@ Targets (issue 4, float32): ``nonequil_f32 >= 1.1x torch_f32`` and ``>= 0.8x jax
 ``run(argv) -> dict`` returns the JSON document (the ``nonequil bench`` suite calls it);
 ``--json`` prints only that document on stdout, progress goes to stderr.
 """
-import argparse
-import json
 import math
-import os
 import sys
 import time
 
 import kernels  # noqa: F401  (points Numba's cache at kernels/ before numba is imported)
 import numpy as np
 
-from experiments.bench_ou import Bench, Skipped, choose_threads, log, machine_info
+from experiments._bench import (Bench, Lineup, add_omp_active, add_threads_reps, argv_of,
+                                choose_threads, import_jax, import_torch, loadavg, machine,
+                                omp_policy, parser, print_doc, ratio_lines, target_lines)
 
 SEED = 20240607
 N_DATA = 16384
@@ -107,6 +106,12 @@ def freqs():
     return F_MIN * (F_MAX / F_MIN) ** (np.arange(N_FREQ) / (N_FREQ - 1.0))
 
 
+def loss_check(losses):
+    """The mean loss of the last repetition; sane when every loss is finite."""
+    return {"loss_mean_last_rep": float(np.mean(losses)),
+            "sane": bool(np.all(np.isfinite(losses)))}
+
+
 def he_init(rng, dtype):
     """[(W [n_in, n_out], b [n_out]), ...] He-normal hidden layers, LeCun output (peers)."""
     s = sizes()
@@ -116,6 +121,30 @@ def he_init(rng, dtype):
         W = rng.standard_normal((s[l], s[l + 1])) * math.sqrt(gain / s[l])
         out.append((W.astype(dtype), np.zeros(s[l + 1], dtype)))
     return out
+
+
+def torch_mlp(torch, layers, dtype):
+    """``torch.nn.Sequential`` of Linear layers with the weights ``layers`` = [(W [n_in,
+    n_out], b), ...] and SiLU between them (the benchmark network for the torch peers)."""
+    mods = []
+    for l, (W, b) in enumerate(layers):
+        lin = torch.nn.Linear(W.shape[0], W.shape[1], dtype=dtype)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
+            lin.bias.copy_(torch.from_numpy(np.array(b)))
+        mods.append(lin)
+        if l < len(layers) - 1:
+            mods.append(torch.nn.SiLU())
+    return torch.nn.Sequential(*mods)
+
+
+def jax_mlp(jax, params, X):
+    """The benchmark network in jax: ``params`` = [(W, b), ...], SiLU between the layers."""
+    h = X
+    for W, b in params[:-1]:
+        h = jax.nn.silu(h @ W + b)
+    W, b = params[-1]
+    return h @ W + b
 
 
 # ---------------------------------------------------------------- nonequil (the product)
@@ -144,9 +173,7 @@ class NonequilTrain(Bench):
         return self.S
 
     def setup(self):
-        t0 = time.perf_counter()
-        self.tr.run(0, self.warm)
-        self.compile_s = time.perf_counter() - t0
+        self.first_call(self.tr.run, 0, self.warm)
         self.k = self.warm
 
     def timed(self):
@@ -170,26 +197,13 @@ class TorchTrain(Bench):
 
     def __init__(self, S, batch, dtype, threads):
         super().__init__()
-        try:
-            import torch
-        except Exception as e:      # noqa: BLE001 - any import failure means "not available"
-            raise Skipped(f"torch not importable: {type(e).__name__}: {e}")
-        torch.set_num_threads(threads)
+        torch = import_torch(threads)
         self.torch = torch
         self.S, self.B = S, batch
         self.name = f"torch_{tag(dtype)}"
         self.label = f"torch CPU {tag(dtype)} ({threads} thr)"
         self.dt = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
-        layers = []
-        for l, (W, b) in enumerate(he_init(np.random.default_rng(SEED), dtype)):
-            lin = torch.nn.Linear(W.shape[0], W.shape[1], dtype=self.dt)
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(W.T.copy()))
-                lin.bias.zero_()
-            layers.append(lin)
-            if l < DEPTH:
-                layers.append(torch.nn.SiLU())
-        self.net = torch.nn.Sequential(*layers)
+        self.net = torch_mlp(torch, he_init(np.random.default_rng(SEED), dtype), self.dt)
         self.params = list(self.net.parameters())
         self.ema = [p.detach().clone() for p in self.params]
         self.opt = torch.optim.Adam(self.params, lr=LR)
@@ -236,8 +250,7 @@ class TorchTrain(Bench):
         return el
 
     def check(self):
-        return {"loss_mean_last_rep": float(np.mean(self.losses)),
-                "sane": bool(np.all(np.isfinite(self.losses)))}
+        return loss_check(self.losses)
 
 
 class JaxTrain(Bench):
@@ -246,17 +259,7 @@ class JaxTrain(Bench):
 
     def __init__(self, S, batch, dtype):
         super().__init__()
-        try:
-            import jax
-            import jax.numpy as jnp
-            from jax import lax
-        except Exception as e:      # noqa: BLE001
-            raise Skipped(f"jax not importable: {type(e).__name__}: {e}")
-        jax.config.update("jax_enable_x64", True)
-        try:
-            jax.config.update("jax_platforms", "cpu")
-        except Exception:           # noqa: BLE001 - already initialised
-            pass
+        jax, jnp, lax = import_jax()
         self.jax, self.jnp = jax, jnp
         self.S, self.B = S, batch
         self.name = f"jax_{tag(dtype)}"
@@ -271,15 +274,8 @@ class JaxTrain(Bench):
         fr = jnp.asarray(freqs().astype(dtype))
         b1, b2, ae = 0.9, 0.999, 1e-8
 
-        def net(p, X):
-            h = X
-            for W, b in p[:-1]:
-                h = jax.nn.silu(h @ W + b)
-            W, b = p[-1]
-            return h @ W + b
-
         def loss_fn(p, X, eps):
-            return jnp.mean((net(p, X) - eps) ** 2)
+            return jnp.mean((jax_mlp(jax, p, X) - eps) ** 2)
 
         grad_fn = jax.value_and_grad(loss_fn)
 
@@ -323,9 +319,7 @@ class JaxTrain(Bench):
         return self.S
 
     def setup(self):
-        t0 = time.perf_counter()
-        self.compiled = self.fn.lower(self.state, self.key).compile()
-        self.compile_s = time.perf_counter() - t0
+        self.compiled = self.first_call(lambda: self.fn.lower(self.state, self.key).compile())
         self.jax.block_until_ready(self.compiled(self.state, self.key))
 
     def timed(self):
@@ -337,8 +331,7 @@ class JaxTrain(Bench):
         return el
 
     def check(self):
-        return {"loss_mean_last_rep": float(np.mean(self.losses)),
-                "sane": bool(np.all(np.isfinite(self.losses)))}
+        return loss_check(self.losses)
 
 
 class NumpyTrain(Bench):
@@ -415,9 +408,7 @@ class NumpyTrain(Bench):
             return [self.step() for _ in range(n)]
 
     def setup(self):
-        t0 = time.perf_counter()
-        self._steps(3)
-        self.compile_s = time.perf_counter() - t0
+        self.first_call(self._steps, 3)
 
     def timed(self):
         t0 = time.perf_counter()
@@ -425,26 +416,19 @@ class NumpyTrain(Bench):
         return time.perf_counter() - t0
 
     def check(self):
-        return {"loss_mean_last_rep": float(np.mean(self.losses)),
-                "sane": bool(np.all(np.isfinite(self.losses)))}
+        return loss_check(self.losses)
 
 
 # ---------------------------------------------------------------- driver
 def parse(argv):
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="20 steps, batch 256")
-    p.add_argument("--json", action="store_true", help="only JSON on stdout")
+    p = parser("python -m experiments.bench_train", __doc__, "20 steps, batch 256")
     p.add_argument("--steps", type=int, default=None, help="steps per rep (default 500)")
     p.add_argument("--batch", type=int, default=None, help="default 1024 (quick 256)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for every implementation (default: available CPUs)")
-    p.add_argument("--reps", type=int, default=3, help="repetitions (>= 1; default 3)")
+    add_threads_reps(p, 3)
     p.add_argument("--no-peers", action="store_true", help="skip torch/jax/numpy")
     p.add_argument("--numpy-threads", type=int, default=1,
                    help="BLAS threads of the plain-numpy peer (default 1; see above)")
-    p.add_argument("--omp-active", action="store_true",
-                   help="leave OMP_WAIT_POLICY alone (default: PASSIVE if unset)")
+    add_omp_active(p)
     a = p.parse_args(argv)
     if a.steps is None:
         a.steps = 20 if a.quick else 500
@@ -453,28 +437,6 @@ def parse(argv):
     if a.steps < 1 or a.batch < 2 or a.reps < 1:
         p.error("--steps and --reps must be >= 1 and --batch >= 2")
     return a
-
-
-def run_benches(benches, results, reps):
-    """setup() each bench, then ``reps`` round-robin timed runs; fills ``results``."""
-    ready = []
-    for b in benches:
-        log(f"[setup] {b.name} ...")
-        try:
-            b.setup()
-        except Skipped as e:
-            results[b.name] = {"status": "skipped", "reason": str(e)}
-            continue
-        ready.append(b)
-    for rep in range(reps):
-        for b in ready:
-            b.run()
-            log(f"[rep {rep + 1}/{reps}] {b.name:<16} {b.times[-1]:8.3f} s  "
-                f"{b.items() / b.times[-1]:.3e} {b.unit}")
-    order = [b.name for b in benches]
-    for b in ready:
-        results[b.name] = b.result()
-    return {k: results[k] for k in order + [k for k in results if k not in order]}
 
 
 def compute_ratios(results, ours_names, targets):
@@ -522,47 +484,11 @@ def fmt_table(doc, title):
                    f"{v['unit']:<12} {v['best_s']:>8.3f} {v['cpu_per_wall_best']:>8.2f} "
                    f"{v['rate_per_cpu_s']:>10.4g} {v['compile_s']:>9.3f} "
                    + (f"{loss:>7.4f}" if loss is not None else ""))
-    out += ["", f"{'ratios':<36} {'wall':>8} {'per cpu-s':>10}"]
-    for k, r in doc["ratios"].items():
-        rc = doc["ratios_per_cpu_s"].get(k)
-        out.append(f"  {k:<34} {r:7.2f}x " + (f"{rc:9.2f}x" if rc is not None else ""))
+    out += ratio_lines(doc, 34)
     out += ["(wall: best repetitions; per cpu-s: items per CPU-second of this process, a "
             "check on uneven background load)", "", "targets:"]
-    for t in doc["targets"]:
-        if t["status"] == "skipped":
-            out.append(f"  [SKIP] {t['target']}")
-        else:
-            rc = t.get("ratio_per_cpu_s")
-            out.append(f"  [{t['status']}] {t['target']}: {t['ours']} / {t['against']} = "
-                       f"{t['ratio']:.2f}x (need {t['need']:g}x)"
-                       + (f"; per cpu-s {rc:.2f}x" if rc is not None else ""))
+    out += target_lines(doc["targets"], lambda t: f"need {t['need']:g}x")
     return "\n".join(out)
-
-
-def machine(T):
-    import numba
-
-    info = machine_info(T)
-    try:
-        info["numba_threading_layer"] = numba.threading_layer()
-    except ValueError:
-        info["numba_threading_layer"] = None
-    return info
-
-
-def loadavg():
-    try:
-        return list(os.getloadavg())
-    except OSError:
-        return None
-
-
-def omp_policy(active):
-    """Set OMP_WAIT_POLICY=PASSIVE unless ``active`` or already set (see the module
-    docstring); returns the policy in force.  Effective only before libgomp is loaded."""
-    if not active:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return os.environ.get("OMP_WAIT_POLICY", "(unset: active)")
 
 
 def run(argv=None):
@@ -571,29 +497,20 @@ def run(argv=None):
     policy = omp_policy(a.omp_active)
     T = choose_threads(a.threads)
     load0 = loadavg()
-    benches, results = [], {}
-
-    def add(factory, name):
-        try:
-            benches.append(factory())
-        except Skipped as e:
-            results[name] = {"status": "skipped", "reason": str(e)}
-            log(f"[skip] {name}: {e}")
-
+    line = Lineup()
     for dt in DTYPES:
-        add(lambda dt=dt: NonequilTrain(a.steps, a.batch, dt, T, a.reps), f"nonequil_{tag(dt)}")
+        line.add(lambda dt=dt: NonequilTrain(a.steps, a.batch, dt, T, a.reps),
+                 f"nonequil_{tag(dt)}")
     peers = ("torch", "jax", "numpy")
     if a.no_peers:
-        for p in peers:
-            for dt in DTYPES:
-                results[f"{p}_{tag(dt)}"] = {"status": "skipped", "reason": "--no-peers"}
+        line.skip([f"{p}_{tag(dt)}" for p in peers for dt in DTYPES], "--no-peers")
     else:
         for dt in DTYPES:
-            add(lambda dt=dt: TorchTrain(a.steps, a.batch, dt, T), f"torch_{tag(dt)}")
-            add(lambda dt=dt: JaxTrain(a.steps, a.batch, dt), f"jax_{tag(dt)}")
-            add(lambda dt=dt: NumpyTrain(a.steps, a.batch, dt, max(1, a.numpy_threads)),
-                f"numpy_{tag(dt)}")
-    results = run_benches(benches, results, a.reps)
+            line.add(lambda dt=dt: TorchTrain(a.steps, a.batch, dt, T), f"torch_{tag(dt)}")
+            line.add(lambda dt=dt: JaxTrain(a.steps, a.batch, dt), f"jax_{tag(dt)}")
+            line.add(lambda dt=dt: NumpyTrain(a.steps, a.batch, dt, max(1, a.numpy_threads)),
+                     f"numpy_{tag(dt)}")
+    results = line.run(a.reps)
     info = machine(T)
     info["loadavg_start"], info["loadavg_end"] = load0, loadavg()
     ratios, ratios_cpu, targets = compute_ratios(results, ["nonequil_f32", "nonequil_f64"],
@@ -605,21 +522,21 @@ def run(argv=None):
                        "process": "vp linear", "data": f"{N_DATA} x {D} Gaussian mixture",
                        "seed": SEED, "rate_from": "best repetition",
                        "omp_wait_policy": policy,
-                       "argv": sys.argv[1:] if argv is None else list(argv)},
+                       "argv": argv_of(argv)},
             "machine": info, "results": results, "ratios": ratios,
             "ratios_per_cpu_s": ratios_cpu, "targets": targets}
 
 
+def table_title(doc):
+    c = doc["config"]
+    return (f"DSM training: MLP {c['sizes']} SiLU, batch {c['batch']}, Adam + clip + EMA, "
+            f"{c['steps']} steps per rep, best of {c['reps']} reps (round-robin); "
+            "compile excluded")
+
+
 def main(argv=None):
     doc = run(argv)
-    if "--json" in (sys.argv[1:] if argv is None else argv):
-        print(json.dumps(doc, indent=2))
-    else:
-        c = doc["config"]
-        print(fmt_table(doc, f"DSM training: MLP {c['sizes']} SiLU, batch {c['batch']}, Adam + "
-                             f"clip + EMA, {c['steps']} steps per rep, best of {c['reps']} "
-                             "reps (round-robin); compile excluded"))
-    return 0
+    return print_doc(doc, "--json" in argv_of(argv), lambda d: fmt_table(d, table_title(d)))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ Chain:
    ``--quick``) and ``nonequil sample`` on the same data, the same metrics as values and the
    excess of each error over diffusion's (a table).
 """
-import importlib.util
 import math
 import sys
 
@@ -44,6 +43,7 @@ SUMMARY = ("Boltzmann samples of a tilted double well are learned by a VP-SDE sc
            "model's exact NLL with the entropy of the data law.")
 
 A, B, KT = 4.0, 1.0, 1.0
+PARAMS = {"a": A, "b": B, "kT": KT}
 FULL = dict(n_data=100_000, n_samples=100_000, n_nll=4000, nll_method="rk45",
             train_steps=20_000, width=128, batch=512, sampler_steps=100, record_every=10,
             n_traj_plot=150, n_rw=50_000, rw_steps=200, gan_steps=4000)
@@ -64,11 +64,7 @@ def _law():
 
 def _metrics(x):
     """compare_to_analytic against the quadrature law: {key: (value, se)}."""
-    from nonequil.compare import compare_to_analytic
-
-    r = compare_to_analytic(np.asarray(x, float).ravel(), "double-well",
-                            {"a": A, "b": B, "kT": KT})
-    return {k: (v["value"], v["se"]) for k, v in r.items()}
+    return _report.analytic_metrics(np.asarray(x, float).ravel(), "double-well", PARAMS)
 
 
 def _record(rep, who, m, q, prefix):
@@ -94,8 +90,7 @@ def _nll(ctx, s, law, model_path):
     import nonequil
     from nonequil import datasets, samplers
 
-    fresh = datasets.generate("double-well", s["n_nll"], {"a": A, "b": B, "kT": KT},
-                              seed=ctx.seed + 100).samples
+    fresh = datasets.generate("double-well", s["n_nll"], PARAMS, seed=ctx.seed + 100).samples
     model = nonequil.load_model(model_path)
     how = "method='rk45'" if s["nll_method"] == "rk45" else "method='heun', steps=100"
     with ctx.stage("exact NLL (probability-flow ODE)", "nonequil.samplers.ode_likelihood("
@@ -111,21 +106,10 @@ def _nll(ctx, s, law, model_path):
 def _gan_baseline(ctx, s, diffusion):
     """The GAN baseline (``nonequil gan`` + ``nonequil sample``) on the same data: the same
     metrics as values, and how much worse (or better) than diffusion each one is."""
-    import h5py
-
-    if importlib.util.find_spec("nonequil.gan") is None:
-        ctx.report.pending("GAN baseline", "nonequil.gan is not in this tree; _gan_baseline "
-                           "runs it when it is")
+    x = _report.gan_samples(ctx, s)
+    if x is None:
         return None
-    gan, out = ctx.path("gan.h5"), ctx.path("gan_samples.h5")
-    ctx.verb("train the GAN baseline", ["gan", ctx.path("data.h5"), "--steps",
-                                        s["gan_steps"], "--seed", ctx.seed + 4, "--out", gan])
-    ctx.verb("generate with the GAN", ["sample", gan, "--n", s["n_samples"], "--seed",
-                                       ctx.seed + 5, "--out", out])
-    ctx.report.file("gan.h5", "the GAN baseline (nonequil gan, default settings)")
-    ctx.report.file("gan_samples.h5", "GAN samples")
-    with h5py.File(out, "r") as f:
-        g = _metrics(f["samples"][()].ravel())
+    g = _metrics(x)
     rows = []
     for key, label, ref in (("w1", "W1 to the exact CDF", None),
                             ("ks_statistic_x0", "KS distance", None),
@@ -137,9 +121,7 @@ def _gan_baseline(ctx, s, diffusion):
                          note=f"error {err_g:.3g} vs diffusion {err_d:.3g} (GAN - diffusion: "
                          f"{err_g - err_d:+.3g})")
         rows.append([label, g[key][0], diffusion[key][0], exact if ref else "0", err_g - err_d])
-    ctx.report.table("GAN baseline against diffusion (same data, same number of samples)",
-                     ["quantity", "GAN", "diffusion", "exact", "GAN error - diffusion error"],
-                     rows)
+    _report.gan_table(ctx.report, rows)
     return g
 
 
@@ -161,8 +143,7 @@ def _reweighted_delta_f(ctx, s, q, model):
         x, lq = f["samples"][()], f["log_proposal"][()]
     with ctx.stage("reweight to exp(-U/kT)", "nonequil.reweight.reweight_to_analytic(samples, "
                    f"log_proposal, 'double-well', a={A:g}, b={B:g}, kT={KT:g})"):
-        r = reweight_to_analytic(x, lq, "double-well", {"a": A, "b": B, "kT": KT},
-                                 seed=ctx.seed)
+        r = reweight_to_analytic(x, lq, "double-well", PARAMS, seed=ctx.seed)
     p0, se0 = r["reweight_pop_basin_0"]["value"], r["reweight_pop_basin_0"]["se"]
     p0x = r["reweight_pop_basin_0_exact"]["value"]
     df = -KT * math.log((1.0 - p0) / p0)
@@ -214,29 +195,18 @@ def _figures(ctx, s, law, divider, x, traj_t, traj):
 def run(ctx):
     import h5py
 
-    s = QUICK if ctx.quick else FULL
-    q = 1 if ctx.quick else 0
+    s, q = _report.quick_or_full(ctx, QUICK, FULL)
     rep = ctx.report
     law, divider = _law()
     rep.settings.update({"potential": f"U = a (x^2-1)^2 + b x, a = {A:g}, b = {B:g}",
                          "kT": KT, "sampler": f"ode (Heun), {s['sampler_steps']} steps",
                          **s})
-    data, model, samples = ctx.path("data.h5"), ctx.path("model.h5"), ctx.path("samples.h5")
-    ctx.verb("data", ["dataset", "double-well", "--set", f"a={A:g}", "--set", f"b={B:g}",
-                      "--set", f"kT={KT:g}", "--n", s["n_data"], "--seed", ctx.seed,
-                      "--out", data])
-    rep.file("data.h5", "exact Boltzmann draws (inverse quadrature CDF), /samples")
-    train = ["train", data, "--steps", s["train_steps"], "--seed", ctx.seed + 1,
-             "--out", model]
-    if ctx.quick:
-        train[4:4] = ["--batch", s["batch"], "--set", f"width={s['width']}"]
-    ctx.verb("train the VP score model", train)
-    rep.file("model.h5", "the VP-SDE score model")
-    ctx.verb("generate (reverse the chain)", [
-        "sample", model, "--n", s["n_samples"], "--sampler", "ode", "--steps",
-        s["sampler_steps"], "--record-every", s["record_every"], "--seed", ctx.seed + 2,
-        "--device", ctx.device, "--out", samples])
-    rep.file("samples.h5", "generated samples and their reverse trajectories (H5MD)")
+    data = _report.dataset(ctx, "double-well", [f"a={A:g}", f"b={B:g}", f"kT={KT:g}"],
+                           s["n_data"], "exact Boltzmann draws (inverse quadrature CDF), "
+                           "/samples")
+    model = _report.train_model(ctx, s, data)
+    samples = _report.generate(ctx, s, model, "generated samples and their reverse "
+                               "trajectories (H5MD)")
     with h5py.File(samples, "r") as f:
         x = f["samples"][()].ravel()
         n_plot = min(s["n_traj_plot"], x.size)
@@ -248,8 +218,7 @@ def run(ctx):
         m = _metrics(x)
         from nonequil import datasets
 
-        ref = datasets.generate("double-well", x.size, {"a": A, "b": B, "kT": KT},
-                                seed=ctx.seed + 200).samples
+        ref = datasets.generate("double-well", x.size, PARAMS, seed=ctx.seed + 200).samples
         m_ref = _metrics(ref)
     _record(rep, "diffusion", m, q, "diffusion_")
     rep.value("exact_w1", "noise floor: W1 of an independent exact sample of the same size",

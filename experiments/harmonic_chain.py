@@ -186,30 +186,18 @@ def run(ctx):
     from nonequil import datasets
     from nonequil.analytic import HarmonicChain
 
-    s = QUICK if ctx.quick else FULL
-    q = 1 if ctx.quick else 0
+    s, q = _report.quick_or_full(ctx, QUICK, FULL)
     rep = ctx.report
     P = s["particles"]
     chain = HarmonicChain(P, K, K0, ENDS, KT)
     rep.settings.update({"chain": f"{P} particles, k = {K:g}, k0 = {K0:g}, {ENDS} ends",
                          "kT": KT, "sampler": f"ode (Heun), {s['sampler_steps']} steps", **s})
-    data, model, samples = ctx.path("data.h5"), ctx.path("model.h5"), ctx.path("samples.h5")
     params = {"particles": P, "k": K, "k0": K0, "ends": ENDS, "kT": KT}
-    ctx.verb("data", ["dataset", "harmonic-chain"] + sum(
-        (["--set", f"{k}={v}"] for k, v in params.items()), []) + [
-        "--n", s["n_data"], "--seed", ctx.seed, "--out", data])
-    rep.file("data.h5", "exact draws of the chain (/samples [N, P])")
-    train = ["train", data, "--steps", s["train_steps"], "--set", "normalize=pca", "--set",
-             "gaussian_term=true", "--seed",
-             ctx.seed + 1, "--out", model]
-    if ctx.quick:
-        train[4:4] = ["--batch", s["batch"], "--set", f"width={s['width']}"]
-    ctx.verb("train the VP score model", train)
-    rep.file("model.h5", "the VP-SDE score model")
-    ctx.verb("generate (reverse the chain)", [
-        "sample", model, "--n", s["n_samples"], "--sampler", "ode", "--steps",
-        s["sampler_steps"], "--seed", ctx.seed + 2, "--device", ctx.device, "--out", samples])
-    rep.file("samples.h5", "generated chain configurations")
+    data = _report.dataset(ctx, "harmonic-chain", [f"{k}={v}" for k, v in params.items()],
+                           s["n_data"], "exact draws of the chain (/samples [N, P])")
+    model = _report.train_model(ctx, s, data, ["--set", "normalize=pca", "--set",
+                                               "gaussian_term=true"])
+    samples = _report.generate(ctx, s, model, "generated chain configurations", record=False)
     with h5py.File(samples, "r") as f:
         x = f["samples"][()].reshape(-1, P)
     mdl = nonequil.load_model(model)

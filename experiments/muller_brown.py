@@ -24,7 +24,6 @@ Chain:
    settings; 1000 steps with ``--quick``) and ``nonequil sample`` on the same data, the same
    figures as values and the excess of each error over diffusion's (a table).
 """
-import importlib.util
 import math
 import sys
 
@@ -43,6 +42,7 @@ SUMMARY = ("Exact Boltzmann samples of the Mueller-Brown potential are learned b
            "of the generated samples are compared with the exact ones.")
 
 SCALE, KT = 0.1, 2.0
+PARAMS = {"scale": SCALE, "kT": KT}
 BOX = (-1.8, 1.2, -0.6, 2.2)           # free-energy surface window (x0, x1, y0, y1)
 BINS = (30, 28)                        # 0.1 x 0.1 bins
 F_CUT = 3.0                            # bins with F - F_min <= F_CUT kT are compared
@@ -89,31 +89,16 @@ def _fes(x, law, exact_mass):
 
 
 def _metrics(x):
-    from nonequil.compare import compare_to_analytic
-
-    r = compare_to_analytic(x, "muller-brown", {"scale": SCALE, "kT": KT})
-    return {k: (v["value"], v["se"]) for k, v in r.items()}
+    return _report.analytic_metrics(x, "muller-brown", PARAMS)
 
 
 def _gan_baseline(ctx, s, m, fx, law, mass):
     """The GAN baseline (``nonequil gan`` + ``nonequil sample``) on the same data: basin
     populations, Delta F and the free-energy-surface error as values, with the excess of
     each error over diffusion's."""
-    import h5py
-
-    if importlib.util.find_spec("nonequil.gan") is None:
-        ctx.report.pending("GAN baseline", "nonequil.gan is not in this tree; _gan_baseline "
-                           "runs it when it is")
+    x = _report.gan_samples(ctx, s)
+    if x is None:
         return
-    gan, out = ctx.path("gan.h5"), ctx.path("gan_samples.h5")
-    ctx.verb("train the GAN baseline", ["gan", ctx.path("data.h5"), "--steps",
-                                        s["gan_steps"], "--seed", ctx.seed + 4, "--out", gan])
-    ctx.verb("generate with the GAN", ["sample", gan, "--n", s["n_samples"], "--seed",
-                                       ctx.seed + 5, "--out", out])
-    ctx.report.file("gan.h5", "the GAN baseline (nonequil gan, default settings)")
-    ctx.report.file("gan_samples.h5", "GAN samples")
-    with h5py.File(out, "r") as f:
-        x = f["samples"][()]
     g, fg = _metrics(x), _fes(x, law, mass)
     rows = []
     for j, b in enumerate("ABC"):
@@ -134,9 +119,7 @@ def _gan_baseline(ctx, s, m, fx, law, mass):
                      fg["excess"])
     rows.append(["free-energy surface error", fg["excess"], fx["excess"], 0.0,
                  fg["excess"] - fx["excess"]])
-    ctx.report.table("GAN baseline against diffusion (same data, same number of samples)",
-                     ["quantity", "GAN", "diffusion", "exact", "GAN error - diffusion error"],
-                     rows)
+    _report.gan_table(ctx.report, rows)
 
 
 def _figures(ctx, s, law, fx, fr, traj):
@@ -179,28 +162,17 @@ def run(ctx):
     from nonequil import datasets
     from nonequil.analytic import muller_brown_boltzmann
 
-    s = QUICK if ctx.quick else FULL
-    q = 1 if ctx.quick else 0
+    s, q = _report.quick_or_full(ctx, QUICK, FULL)
     rep = ctx.report
     rep.settings.update({"potential": f"Mueller-Brown, scale = {SCALE:g}", "kT": KT,
                          "sampler": f"ode (Heun), {s['sampler_steps']} steps",
                          "free-energy bins": f"{BINS[0]} x {BINS[1]} over {BOX}, "
                          f"compared where F - F_min <= {F_CUT:g} kT", **s})
-    data, model, samples = ctx.path("data.h5"), ctx.path("model.h5"), ctx.path("samples.h5")
-    ctx.verb("data", ["dataset", "muller-brown", "--set", f"scale={SCALE:g}", "--set",
-                      f"kT={KT:g}", "--n", s["n_data"], "--seed", ctx.seed, "--out", data])
-    rep.file("data.h5", "exact Boltzmann draws (/samples [N, 2], /labels)")
-    train = ["train", data, "--steps", s["train_steps"], "--seed", ctx.seed + 1,
-             "--out", model]
-    if ctx.quick:
-        train[4:4] = ["--batch", s["batch"], "--set", f"width={s['width']}"]
-    ctx.verb("train the VP score model", train)
-    rep.file("model.h5", "the VP-SDE score model")
-    ctx.verb("generate (reverse the chain)", [
-        "sample", model, "--n", s["n_samples"], "--sampler", "ode", "--steps",
-        s["sampler_steps"], "--record-every", s["record_every"], "--seed", ctx.seed + 2,
-        "--device", ctx.device, "--out", samples])
-    rep.file("samples.h5", "generated samples and their reverse trajectories (H5MD)")
+    data = _report.dataset(ctx, "muller-brown", [f"scale={SCALE:g}", f"kT={KT:g}"],
+                           s["n_data"], "exact Boltzmann draws (/samples [N, 2], /labels)")
+    model = _report.train_model(ctx, s, data)
+    samples = _report.generate(ctx, s, model, "generated samples and their reverse "
+                               "trajectories (H5MD)")
     with h5py.File(samples, "r") as f:
         x = f["samples"][()]
         traj = f["particles/ensemble/position/value"][:, :s["n_traj_plot"], :]
@@ -212,8 +184,7 @@ def run(ctx):
         mass, _, _ = _exact_bins(law)
         m = _metrics(x)
         fx = _fes(x, law, mass)
-        ref = datasets.generate("muller-brown", x.shape[0], {"scale": SCALE, "kT": KT},
-                                seed=ctx.seed + 200).samples
+        ref = datasets.generate("muller-brown", x.shape[0], PARAMS, seed=ctx.seed + 200).samples
         fr = _fes(ref, law, mass)
         m_ref = _metrics(ref)
     names = ("A", "B", "C")

@@ -1,4 +1,5 @@
 """Smoke test of the OU benchmark script (experiments/bench_ou.py): it runs, not how fast.
+At the end, unit tests of the machinery the benchmark scripts share (experiments/_bench.py).
 
 The script runs in a subprocess at a tiny size; the test checks that ``--json`` puts exactly
 one JSON document on stdout, with the expected keys, positive rates, and final ensembles whose
@@ -92,3 +93,97 @@ def test_bench_ou_json_peers_and_device_flag():
     assert keys["vs_best_peer"]["status"] in ("PASS", "FAIL")
     assert keys["vs_numpy_tuned"]["status"] == "REPORTED"
     assert keys["vs_numpy"]["against"] == "numpy"
+
+
+# ---------------------------------------------------------------- experiments/_bench.py
+# The machinery every benchmark script shares, in-process; no clock is read by these tests
+# (the fake figures return fixed "times").
+sys.path.insert(0, ROOT)
+from experiments import _bench  # noqa: E402
+
+
+class FakeFigure(_bench.Bench):
+    """A figure whose repetitions 'take' the given times; counts reset() calls."""
+    unit = "items/s"
+
+    def __init__(self, name, times, skip_setup=False):
+        super().__init__()
+        self.name, self.label, self.skip_setup = name, f"fake {name}", skip_setup
+        self.fixed = list(times)
+        self.resets = 0
+
+    def items(self):
+        return 100
+
+    def setup(self):
+        if self.skip_setup:
+            raise _bench.Skipped("no backend")
+        self.first_call(lambda: None)
+
+    def reset(self):
+        self.resets += 1
+
+    def timed(self):
+        return self.fixed[len(self.times)]
+
+    def check(self):
+        return {"sane": True}
+
+
+def never_built():
+    raise _bench.Skipped("not importable")
+
+
+def test_lineup_order_skips_and_results():
+    line = _bench.Lineup()
+    a = FakeFigure("a", [0.5, 0.25, 1.0])
+    line.add(lambda: a, "a")
+    line.skip(("p", "q"), "--no-peers")
+    line.add(never_built, "torch")
+    line.add(lambda: FakeFigure("b", [2.0] * 3, skip_setup=True), "b")
+    res = line.run(3)
+    # the figures in the order added (a skipped-at-setup one in its place), then the others
+    assert list(res) == ["a", "b", "p", "q", "torch"]
+    assert res["p"] == {"status": "skipped", "reason": "--no-peers"}
+    assert res["torch"] == {"status": "skipped", "reason": "not importable"}
+    assert res["b"] == {"status": "skipped", "reason": "no backend"}
+    r = res["a"]
+    assert a.resets == 3 and r["times_s"] == [0.5, 0.25, 1.0] and len(r["cpu_s"]) == 3
+    assert r["rate"] == 100 / 0.25 and r["rate_median"] == 100 / 0.5
+    assert (r["best_s"], r["median_s"], r["items"]) == (0.25, 0.5, 100)
+    assert r["status"] == "ok" and r["sane"] is True and r["label"] == "fake a"
+    assert r["compile_s"] is not None and r["compile_s"] >= 0
+
+
+def test_table_lines_and_json_output(capsys):
+    doc = {"ratios": {"x/y": 2.0, "x/z": 0.5}, "ratios_per_cpu_s": {"x/y": 1.5}}
+    assert _bench.ratio_lines(doc, 10) == [
+        "", "ratios" + " " * 11 + "wall  per cpu-s",          # 12 + 1 + 8 wide, then 10
+        "  x/y" + " " * 11 + "2.00x" + " " * 6 + "1.50x", "  x/z" + " " * 11 + "0.50x "]
+    targets = [{"status": "skipped", "target": "T0"},
+               {"status": "PASS", "target": "T1", "ours": "x", "against": "y", "ratio": 2.0,
+                "need": 1.5, "ratio_per_cpu_s": 1.25},
+               {"status": "FAIL", "target": "T2", "ours": "x", "against": "z", "ratio": 0.5,
+                "need": 1.0}]
+    assert _bench.target_lines(targets, lambda t: f"need {t['need']:g}x") == [
+        "  [SKIP] T0", "  [PASS] T1: x / y = 2.00x (need 1.5x); per cpu-s 1.25x",
+        "  [FAIL] T2: x / z = 0.50x (need 1x)"]
+    assert _bench.print_doc({"a": [1]}, True, lambda d: "table") == 0
+    assert json.loads(capsys.readouterr().out) == {"a": [1]}
+    _bench.print_doc({"a": [1]}, False, lambda d: f"table {d['a']}")
+    assert capsys.readouterr().out == "table [1]\n"
+
+
+def test_torch_without_cuda_is_skipped():
+    try:
+        import torch
+    except Exception:           # noqa: BLE001 - then import_torch itself must skip
+        torch = None
+    if torch is not None and torch.cuda.is_available():
+        return                  # a CUDA build: nothing to skip here
+    try:
+        _bench.import_torch(1, device="cuda")
+    except _bench.Skipped as e:
+        assert "CUDA" in str(e) or "not importable" in str(e)
+    else:
+        raise AssertionError("import_torch(device='cuda') did not skip without CUDA")
