@@ -167,7 +167,8 @@ class NumpyMB(MBBench):
             y += z[1]
 
     def setup(self):
-        self.first_call(self._loop, np.full(256, X0[0]), np.full(256, X0[1]), 2)
+        w = min(256, self.M)          # warm-up walkers: the buffers hold M rows
+        self.first_call(self._loop, np.full(w, X0[0]), np.full(w, X0[1]), 2)
 
     def timed(self):
         x, y = np.full(self.M, X0[0]), np.full(self.M, X0[1])

@@ -187,3 +187,16 @@ def test_torch_without_cuda_is_skipped():
         assert "CUDA" in str(e) or "not importable" in str(e)
     else:
         raise AssertionError("import_torch(device='cuda') did not skip without CUDA")
+
+
+def test_numpy_mb_peer_runs_with_fewer_walkers_than_its_warm_up():
+    """bench_mb's numpy peer warms up on min(256, M) walkers: with M = 100 its buffers hold
+    100 rows (it raised a broadcast error before), and the timed run ends finite."""
+    import numpy as np
+
+    from experiments.bench_mb import NumpyMB
+
+    b = NumpyMB(100, 3)
+    b.setup()
+    assert b.timed() > 0
+    assert b.final.shape == (100, 2) and np.isfinite(b.final).all()
