@@ -55,8 +55,11 @@ Parametrisations (o is the network output; everything in normalised units, per r
 
 With ``gaussian_term=True`` (needs ``normalize="pca"``) the exact noise prediction of
 whitened Gaussian data, ``sigma y_t / (m^2 + sigma^2)`` (p_0 = N(0, I) gives p_t =
-N(0, (m^2 + sigma^2) I)), is added to eps_hat, so the network learns only the non-Gaussian
-correction (its output layer starts 10x smaller).  For near-Gaussian data such as harmonic
+N(0, (m^2 + sigma^2) I)), replaces the parametrisation's own ``a(t) y_t`` below: ``eps_hat =
+sigma y_t / (m^2 + sigma^2) + J(t) o``, so the network learns only the non-Gaussian
+correction, in its parametrisation's units, for every parametrisation (its output layer
+starts 10x smaller; model files record ``gaussian_term_form = 2``, see
+``GAUSSIAN_TERM_FORM``).  For near-Gaussian data such as harmonic
 chains this removes most of the error.
 
 In every case ``eps_hat = a(t) y_t + J(t) o`` with per-time scalars ``a`` and ``J``
@@ -103,6 +106,10 @@ from .errors import InputError
 
 FORMAT = 1
 KIND = "mlp-score"
+# how gaussian_term enters eps_hat (``affine``): 2 = the Gaussian eps replaces the
+# parametrisation's a(t) (files without the attribute are form 1, where it was added to it;
+# the two agree for eps and score, and form-1 x0 / v models are refused on load)
+GAUSSIAN_TERM_FORM = 2
 PARAMETRISATIONS = ("eps", "x0", "score", "v")
 TIME_INPUTS = ("logsnr", "t")
 DTYPES = ("float64", "float32")
@@ -500,7 +507,11 @@ class MLPScoreModel:
         else:                                                        # v
             a, J = s, m
         if self.config.gaussian_term:
-            a = a + s / (m * m + s * s)
+            # the exact eps of p_0 = N(0, I) replaces the parametrisation's own a(t) y_t, so
+            # o is the non-Gaussian correction in the parametrisation's units for every
+            # parametrisation (with a + s / (m^2 + s^2), an x0 / v network had to output
+            # y/m or -s y/m for Gaussian data: unbounded as m -> 0)
+            a = s / (m * m + s * s)
         return a, J, s
 
     # ------------------------------------------------------------------ predictions
@@ -636,7 +647,8 @@ class MLPScoreModel:
                               if self._tau_range is not None else "t / t_max")
                           + ("; y = norm_whiten (x - norm_mean)" if self.whiten is not None
                              else "; y = (x - norm_mean) / norm_std"),
-                "t_eps": float(self.t_eps), "t_max": float(self.t_max)}
+                "t_eps": float(self.t_eps), "t_max": float(self.t_max),
+                "gaussian_term_form": GAUSSIAN_TERM_FORM}
 
     def save(self, group, name="model"):
         """Write the ``model`` subgroup into an open h5py File or Group."""
@@ -700,9 +712,16 @@ class MLPScoreModel:
                 enc = _s(g.attrs.get("data_encoding", "")) or None
                 wh = (g["norm_whiten"][()], g["norm_unwhiten"][()]) if "norm_whiten" in g \
                     else (None, None)
+                form = int(g.attrs.get("gaussian_term_form", 1))
             except (KeyError, ValueError, OSError) as e:
                 raise InputError(f"model file {path}: /model is incomplete or corrupt ({e})") \
                     from None
+        if cfg.gaussian_term and cfg.parametrisation in ("x0", "v") and \
+                form != GAUSSIAN_TERM_FORM:
+            raise InputError(f"model file {path} was trained with gaussian_term and the "
+                             f"{cfg.parametrisation} parametrisation before the Gaussian "
+                             "term's fix (its network learned y/m, not the correction); "
+                             "retrain it with this version")
         return cls(cfg, shape, arr["norm_mean"], arr["norm_std"], arr["weights"],
                    ema=arr["ema"], adam_m=arr["adam_m"], adam_v=arr["adam_v"], step=step,
                    loss=arr["loss"], train_config=tcfg, weight_norm=wn, data_encoding=enc,

@@ -909,3 +909,40 @@ def test_defaults_reproduce_boltzmann_density(case):
           f"{np.round(exact, 4)}")
     assert w1.value <= 0.05
     assert np.max(np.abs(got - exact)) <= 0.02
+
+
+@pytest.mark.parametrize("param", ["eps", "x0", "score", "v"])
+def test_gaussian_term_is_the_exact_eps_of_whitened_gaussian_data(param, tmp_path):
+    """Deterministic: with gaussian_term and a zero network output (o = 0) the model's
+    eps_hat is exactly sigma y / (m^2 + sigma^2), the noise prediction of p_0 = N(0, I), for
+    every parametrisation (the network learns only the correction).  A model file of the old
+    form (no gaussian_term_form attribute) is refused on load for x0 and v, where the two
+    forms differ, and loads for eps and score, where they agree."""
+    from kernels import mlp_cpu
+    from nonequil.models import MLPScoreModel, ModelConfig
+
+    cfg = ModelConfig(width=8, depth=1, n_freq=2, normalize="pca", gaussian_term=True,
+                      parametrisation=param)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 3)) @ np.array([[1.0, 0.5, 0.0], [0.0, 0.7, 0.2],
+                                                  [0.0, 0.0, 0.3]]) + 1.0
+    mean, std, W, Winv = MLPScoreModel.fit_normalisation(x, "pca")
+    sizes = MLPScoreModel.layer_sizes(cfg, 3)
+    P = mlp_cpu.n_params(mlp_cpu.mlp_layout(sizes))
+    m = MLPScoreModel.create(cfg, (3,), mean, std, np.zeros(P), whiten=W, unwhiten=Winv)
+    m.theta[:] = 0.0
+    m.ema[:] = 0.0                          # o = 0 at every input
+    y = rng.standard_normal((7, 3))
+    for t in (0.01, 0.3, 0.9):
+        mt, st = (float(np.ravel(v)[0]) for v in m.m_sigma(np.array([t])))
+        np.testing.assert_allclose(m.eps_normalised(y, np.full(7, t)),
+                                   st * y / (mt * mt + st * st), rtol=1e-12, atol=1e-14)
+    path = tmp_path / "m.h5"
+    m.write(str(path))
+    with h5py.File(path, "r+") as f:
+        del f["model"].attrs["gaussian_term_form"]
+    if param in ("x0", "v"):
+        with pytest.raises(InputError, match="before the Gaussian term's fix"):
+            load(path)
+    else:
+        assert load(path).config == cfg
