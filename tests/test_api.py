@@ -41,3 +41,18 @@ def test_readme_parameter_table_matches_code():
         assert rows[name] == set(keys), name
     for name, pot in POTENTIALS.items():
         assert rows[name] == set(pot.keys), name
+
+
+def test_python_dash_m_nonequil_is_the_cli():
+    """``python -m nonequil`` runs the CLI: --version exits 0, bad input gives the one
+    ``error:`` line and exit status 2, as the ``nonequil`` command does."""
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "nonequil", "--version"], capture_output=True,
+                        text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.strip(), ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "nonequil", "likelihood", "/no/such.h5",
+                          "/no/such.h5"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: model file /no/such.h5")
