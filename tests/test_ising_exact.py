@@ -39,7 +39,8 @@ def test_posterior_magnetisation_matches_enumeration(L, T):
 
 
 def test_prob_prev_is_the_posterior_mixture():
-    """p(x_{t-1} = 1 | x_t) = sum over x_0,i of q(x_{t-1} | x_t, x_0) p(x_0,i | x_t) (deterministic)."""
+    """p(x_{t-1} = 1 | x_t) = sum over x_0,i of q(x_{t-1} | x_t, x_0) p(x_0,i | x_t)
+    (deterministic)."""
     den = IsingExactDenoiser(3, 2.5)
     x = den.bits[[7, 300]].astype(np.float64).reshape(2, 3, 3)
     t = 40
