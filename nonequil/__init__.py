@@ -30,6 +30,7 @@ _EXPORTS = {
     "TrainConfig": ("nonequil.train", "TrainConfig"),
     "MLPScoreModel": ("nonequil.models", "MLPScoreModel"),
     "load_model": ("nonequil.models", "load"),
+    "IsingExactDenoiser": ("nonequil.ising_exact", "IsingExactDenoiser"),
     # reverse samplers and likelihood
     "sample": ("nonequil.samplers", "sample"),
     "SAMPLERS": ("nonequil.samplers", "SAMPLERS"),
