@@ -226,8 +226,10 @@ def test_ising_quick(tmp_path):
         for who in ("data", "diffusion", "local", "gan"):
             assert 0.0 <= v[f"{who}_abs_m_{tag}"]["value"] <= 1.0
     assert v["data_abs_m_T1p8"]["value"] > 0.9                 # ordered below Tc
-    if any(c[k]["verdict"] == "FAIL" for k in c if k.startswith(("diffusion_", "local_"))):
-        assert "diffusion fails" in text and "local network" in text
+    for k in c:                       # each failing model and temperature is explained
+        if k.startswith(("diffusion_", "local_")) and c[k]["verdict"] == "FAIL":
+            who, T = k.split("_")[0], k.rsplit("_T", 1)[1].replace("p", ".")
+            assert f"{who} at T = {T}:" in text and "factorise over sites" in text, k
     for f in ("data_T3.h5", "samples_T3.h5", "local_samples_T3.h5", "gan_samples_T3.h5",
               "ising_histograms.png", "ising_configurations.png"):
         assert (out / f).is_file()
