@@ -455,10 +455,11 @@ def run_verb(argv, path):
     t0 = time.perf_counter()
     status = "kept"
     if not os.path.exists(path):
+        raw = [str(t) for t in argv]        # recorded: a kept shard is checked on it as given
         argv = cli._fix_negative_values(list(argv))
         a = cli.build_parser().parse_args(argv)
         a.argv = argv
-        a.shard_arguments = [str(t) for t in argv]   # recorded: a kept shard is checked on it
+        a.shard_arguments = raw
         a.handler(a)
         status = "ran"
     return {"path": path, "status": status, "seconds": time.perf_counter() - t0,
